@@ -1,0 +1,69 @@
+"""The `pixazo-mcp` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from app.settings import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.web import create_app
+
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.demo:
+        overrides["demo"] = True
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                timeout_graceful_shutdown=30)
+    return 0
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    from app.simulator import serve_forever
+
+    try:
+        asyncio.run(serve_forever(args.host, args.port, args.latency, args.api_key))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixazo-mcp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the MCP server (streamable HTTP on /mcp)")
+    serve.add_argument("--host", default=None, help="address to bind (default: PIXAZO_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: PIXAZO_PORT or 8000)")
+    serve.add_argument("--demo", action="store_true", help="generate with the built-in Pixazo simulator")
+    serve.set_defaults(func=_serve)
+
+    sim = sub.add_parser("simulator", help="run the Pixazo simulator alone")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8100)
+    sim.add_argument("--latency", type=float, default=2.0, help="seconds per generation")
+    sim.add_argument("--api-key", default=None, help="the only key it accepts (default: any)")
+    sim.set_defaults(func=_simulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Our exception tree. Lower layers translate foreign errors into these at their boundary.
+
+    PixazoMCPError
+    ├── UpstreamError                 the gateway call failed
+    │   ├── UpstreamHTTPError         answered 4xx/5xx (status, upstream message)
+    │   ├── UpstreamProtocolError     answered 2xx with something unusable
+    │   ├── UpstreamConnectionError   no connection, or it broke
+    │   └── UpstreamTimeoutError      no answer within the budget
+    └── NotFoundError                 no such generation
+
+Messages of these exceptions are for operators (rows, logs); they never hold the key. What a caller
+reads comes from the catalogue in `app.messages`.
+"""
+
+from __future__ import annotations
+
+
+class PixazoMCPError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class UpstreamError(PixazoMCPError):
+    """A call to Pixazo did not give an image URL."""
+
+
+class UpstreamHTTPError(UpstreamError):
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class UpstreamProtocolError(UpstreamError):
+    """Pixazo answered with a success code but not with a usable body."""
+
+
+class UpstreamConnectionError(UpstreamError):
+    """The connection could not be made or broke. `sent` says whether the request left us."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """No complete answer within the attempt's budget."""
+
+
+class NotFoundError(PixazoMCPError):
+    """No generation with that id."""

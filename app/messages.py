@@ -1,0 +1,70 @@
+"""The fixed catalogue of what a caller reads when a generation fails.
+
+Written for agents: what failed, whether trying again can help, and when. Never an upstream body,
+an exception's text, or the key; those stay on the row (`error`) and in the operator's logs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from app.errors import (
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamProtocolError,
+    UpstreamTimeoutError,
+)
+
+NO_KEY = (
+    "The server has no Pixazo API key configured, so it cannot generate images. "
+    "Retrying will not help; ask the operator to set PIXAZO_API_KEY."
+)
+INTERNAL = "The server failed unexpectedly while handling this call. You may try again once."
+
+_HTTP: dict[int, str] = {
+    400: "Pixazo rejected the request parameters. Change the prompt or parameters before trying again.",
+    401: "Pixazo refused the server's API key. Retrying will not help; ask the operator to check "
+         "PIXAZO_API_KEY.",
+    402: "The Pixazo account has no credits left. Retrying will not help until the operator tops it up.",
+    403: "Pixazo refused the request (forbidden, often an exhausted balance). Retrying will not help; "
+         "ask the operator.",
+    404: "Pixazo does not know the endpoint. Retrying will not help; ask the operator to check "
+         "PIXAZO_BASE_URL.",
+    413: "Pixazo found the request too large. Shorten the prompt before trying again.",
+    422: "Pixazo rejected the request parameters. Change the prompt or parameters before trying again.",
+}
+
+
+def _when(seconds: float | None, default: str) -> str:
+    if seconds is None:
+        return default
+    return f"Try again in {max(1, math.ceil(seconds))} seconds."
+
+
+def for_upstream(exc: UpstreamError, timeout_s: float) -> str:
+    """The caller's message for a failed upstream call."""
+    if isinstance(exc, UpstreamHTTPError):
+        prefix = f"Pixazo answered HTTP {exc.status}: "
+        if exc.status == 429:
+            return prefix + "it is rate limiting requests. " + _when(exc.retry_after, "Try again in a minute.")
+        if exc.status in _HTTP:
+            return prefix + _HTTP[exc.status]
+        if exc.status >= 500:
+            return prefix + "Pixazo failed on its side. " + _when(exc.retry_after, "You may try again in a minute.")
+        return prefix + "Pixazo refused the request. Retrying the same request will probably not help."
+    if isinstance(exc, UpstreamTimeoutError):
+        return (
+            f"Pixazo did not answer within {timeout_s:g} seconds. The image may still have been made and "
+            "billed; check list_generations before trying again."
+        )
+    if isinstance(exc, UpstreamProtocolError):
+        return f"Pixazo sent an answer the server could not use ({exc}). You may try again."
+    if isinstance(exc, UpstreamConnectionError):
+        if exc.sent:
+            return (
+                "The connection to Pixazo broke after the request was sent; the image may have been made. "
+                "Check list_generations before trying again."
+            )
+        return "The server could not reach Pixazo. Try again in a minute."
+    return INTERNAL

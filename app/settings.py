@@ -1,0 +1,37 @@
+"""Configuration: one Settings object built at start-up and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Environment variables carry the `PIXAZO_` prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIXAZO_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    api_key: SecretStr | None = Field(default=None, description="Pixazo subscription key.")
+    base_url: str = Field(default="https://gateway.pixazo.ai", description="Pixazo gateway base URL.")
+    db_path: Path = Field(default=Path("./data/pixazo.db"), description="SQLite database file.")
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
+
+    default_width: int = 1024
+    default_height: int = 1024
+    default_num_steps: int = 20
+    default_guidance_scale: float = 5
+    default_seed: int = 42
+
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP connect budget to Pixazo.")
+    timeout_s: float = Field(default=120.0, gt=0, description="One attempt's total budget.")
+    max_concurrency: int = Field(default=32, ge=1, description="Calls in flight to Pixazo at once.")
+
+    demo: bool = Field(default=False, description="Serve against the built-in Pixazo simulator.")

@@ -1,0 +1,53 @@
+"""Process-wide resources (HTTP session, database, services): opened once, closed once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from app.pixazo import PixazoClient
+from app.service import GenerationService
+from app.settings import Settings
+from app.store import GenerationStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    http: aiohttp.ClientSession
+    store: GenerationStore
+    service: GenerationService
+
+
+def http_session(settings: Settings) -> aiohttp.ClientSession:
+    """The one outgoing HTTP session of the process.
+
+    The pool must not be the bottleneck: aiohttp's default of 100 connections would queue a crowd
+    behind it, so it is sized from the concurrency cap (generation calls plus image downloads).
+    """
+    connector = aiohttp.TCPConnector(limit=max(100, settings.max_concurrency * 2 + 16), limit_per_host=0,
+                                     ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=settings.connect_timeout_s)
+    # trust_env stays off: a proxy from the environment must not see our key by surprise.
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
+
+
+@asynccontextmanager
+async def open_state(settings: Settings) -> AsyncIterator[AppState]:
+    store = await GenerationStore.open(settings.db_path)
+    try:
+        interrupted = await store.mark_interrupted()
+        if interrupted:
+            logger.warning("marked %d generation(s) left pending by a previous run as INTERRUPTED", interrupted)
+        async with http_session(settings) as http:
+            timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=settings.connect_timeout_s)
+            client = PixazoClient(http, settings.base_url, settings.api_key, timeout)
+            yield AppState(settings, http, store, GenerationService(settings, store, client))
+    finally:
+        await store.close()

@@ -1,0 +1,166 @@
+"""The only SQL: the `generations` table, its migrations, and the queries on it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+# Each entry migrates the schema from version i to i + 1 (`PRAGMA user_version`).
+MIGRATIONS: list[str] = [
+    # 1: the seed tool's table, plus what a service needs to explain a failure.
+    """
+    CREATE TABLE IF NOT EXISTS generations (
+        id INTEGER PRIMARY KEY,
+        timestamp TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        parameters_json TEXT NOT NULL,
+        image_url TEXT,
+        status TEXT NOT NULL,
+        error TEXT,
+        http_status INTEGER,
+        duration_ms INTEGER,
+        finished_at TEXT
+    );
+    CREATE INDEX IF NOT EXISTS generations_status_id ON generations (status, id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+PENDING = "PENDING"
+INTERRUPTED = "INTERRUPTED"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One row of `generations`."""
+
+    id: int
+    timestamp: str
+    prompt: str
+    parameters: dict[str, Any]
+    image_url: str | None
+    status: str
+    error: str | None
+    http_status: int | None
+    duration_ms: int | None
+    finished_at: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Generation:
+        return cls(
+            id=row["id"], timestamp=row["timestamp"], prompt=row["prompt"],
+            parameters=json.loads(row["parameters_json"]), image_url=row["image_url"],
+            status=row["status"], error=row["error"], http_status=row["http_status"],
+            duration_ms=row["duration_ms"], finished_at=row["finished_at"],
+        )
+
+    def public(self) -> dict[str, Any]:
+        """The row as a caller may see it."""
+        return {
+            "id": self.id, "created_at": self.timestamp, "prompt": self.prompt,
+            "parameters": self.parameters, "image_url": self.image_url, "status": self.status,
+            "error": self.error, "http_status": self.http_status, "duration_ms": self.duration_ms,
+            "finished_at": self.finished_at,
+        }
+
+
+class GenerationStore:
+    """One aiosqlite connection (one writer thread); WAL lets readers in other processes read."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> GenerationStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path)
+        conn.row_factory = aiosqlite.Row
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn)
+            await store._migrate()
+        except BaseException:
+            await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def schema_version(self) -> int:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        version = await self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"database schema {version} is newer than this server ({SCHEMA_VERSION})")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            # executescript commits first; the script and the version bump then commit together.
+            await self._conn.executescript(
+                f"BEGIN;\n{MIGRATIONS[target - 1]}\nPRAGMA user_version = {target};\nCOMMIT;"
+            )
+
+    async def ping(self) -> bool:
+        async with self._conn.execute("SELECT 1") as cur:
+            return (await cur.fetchone()) is not None
+
+    async def mark_interrupted(self) -> int:
+        """Rows a crash left PENDING: never re-sent (the generation may have been paid)."""
+        cur = await self._conn.execute(
+            "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ?",
+            (INTERRUPTED, "the server stopped before this call finished", utc_now(), PENDING),
+        )
+        await self._conn.commit()
+        return cur.rowcount
+
+    async def insert_pending(self, prompt: str, parameters: dict[str, Any]) -> Generation:
+        created = utc_now()
+        params_json = json.dumps(parameters, ensure_ascii=False, sort_keys=True)
+        cur = await self._conn.execute(
+            "INSERT INTO generations (timestamp, prompt, parameters_json, status) VALUES (?, ?, ?, ?)",
+            (created, prompt, params_json, PENDING),
+        )
+        await self._conn.commit()
+        assert cur.lastrowid is not None
+        return Generation(cur.lastrowid, created, prompt, parameters, None, PENDING, None, None, None, None)
+
+    async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
+                     error: str | None = None, http_status: int | None = None,
+                     duration_ms: int | None = None) -> Generation:
+        await self._conn.execute(
+            "UPDATE generations SET status = ?, image_url = ?, error = ?, http_status = ?,"
+            " duration_ms = ?, finished_at = ? WHERE id = ?",
+            (status, image_url, error, http_status, duration_ms, utc_now(), gen_id),
+        )
+        await self._conn.commit()
+        found = await self.get(gen_id)
+        assert found is not None
+        return found
+
+    async def get(self, gen_id: int) -> Generation | None:
+        async with self._conn.execute("SELECT * FROM generations WHERE id = ?", (gen_id,)) as cur:
+            row = await cur.fetchone()
+        return Generation.from_row(row) if row is not None else None
+
+    async def count(self, status: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM generations", ()
+        if status is not None:
+            sql, args = sql + " WHERE status = ?", (status,)
+        async with self._conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

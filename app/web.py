@@ -1,0 +1,86 @@
+"""The Starlette app: /healthz, the MCP transports, and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from app import __version__
+from app.server import Runtime, build_server
+from app.settings import Settings
+from app.simulator import Simulator
+from app.state import open_state
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection: loopback names by default (a foreign Host gets 421, Origin 403)."""
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(LOOPBACK_HOSTS),
+        allowed_origins=list(LOOPBACK_ORIGINS),
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    runtime = Runtime()
+    mcp = build_server(settings, runtime)
+    security = transport_security(settings)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
+                                      host=settings.host)
+    sse_app = mcp.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security,
+                          host=settings.host)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            effective = settings
+            if settings.demo:
+                sim = await stack.enter_async_context(Simulator(latency=2.0))
+                effective = settings.model_copy(update={
+                    "base_url": sim.url, "api_key": settings.api_key or SecretStr("demo-key"),
+                })
+                logger.warning("demo mode: generating with the built-in Pixazo simulator at %s", sim.url)
+            elif settings.api_key is None:
+                logger.warning("PIXAZO_API_KEY is not set: pix_generate will fail until it is")
+            runtime.state = await stack.enter_async_context(open_state(effective))
+            await stack.enter_async_context(mcp.session_manager.run())
+            logger.info("pixazo-mcp %s ready", __version__)
+            yield {}
+            runtime.state = None
+
+    async def healthz(request: Request) -> JSONResponse:
+        state = runtime.state
+        db_ok = False
+        if state is not None:
+            try:
+                db_ok = await state.store.ping()
+            except Exception:  # noqa: BLE001 - any database failure means "not healthy"
+                db_ok = False
+        body = {"status": "ok" if db_ok else "unavailable", "database": "ok" if db_ok else "closed",
+                "version": __version__}
+        return JSONResponse(body, status_code=200 if db_ok else 503)
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        # The legacy HTTP+SSE transport: its sub-app matches the full paths itself.
+        Route("/sse", endpoint=sse_app, methods=["GET"]),
+        Route("/messages/", endpoint=sse_app, methods=["POST"]),
+        Mount("/", app=mcp_app),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,117 @@
+"""Shared fixtures: settings on a temp database, the Pixazo simulator, in-memory and live servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import SecretStr
+
+from app.server import build_server
+from app.settings import Settings
+from app.simulator import Simulator
+from app.web import create_app
+
+TEST_KEY = "test-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(tmp_path: Path, base_url: str = "http://127.0.0.1:9", **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_key": SecretStr(TEST_KEY), "base_url": base_url, "db_path": tmp_path / "pixazo.db",
+        "timeout_s": 10.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator(latency=0.0, api_key=TEST_KEY) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sim: Simulator) -> Settings:
+    return make_settings(tmp_path, sim.url)
+
+
+@asynccontextmanager
+async def in_memory_client(settings: Settings, **kwargs: Any) -> AsyncIterator[Client]:
+    async with Client(build_server(settings), **kwargs) as client:
+        yield client
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def mcp_url(self) -> str:
+        return self.url + "/mcp"
+
+
+@asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
+    """The real app under uvicorn on a free loopback port, in its own thread and event loop."""
+    port = free_port()
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", settings, server, thread)
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 15)
+
+
+@asynccontextmanager
+async def http_client(live: LiveServer, headers: dict[str, str] | None = None,
+                      **kwargs: Any) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30, read=60)) as http,
+        Client(streamable_http_client(live.mcp_url, http_client=http), **kwargs) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+async def live(settings: Settings) -> AsyncIterator[LiveServer]:
+    async with live_server(settings) as server:
+        yield server
+
+
+def rows(db_path: Path, where: str = "1=1") -> list[dict[str, Any]]:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(f"SELECT * FROM generations WHERE {where} ORDER BY id")]  # noqa: S608
