@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -34,10 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _simulator(args: argparse.Namespace) -> int:
     from app.simulator import serve_forever
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(args.host, args.port, args.latency, args.api_key))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -47,11 +47,13 @@ def for_upstream(exc: UpstreamError, timeout_s: float) -> str:
     if isinstance(exc, UpstreamHTTPError):
         prefix = f"Pixazo answered HTTP {exc.status}: "
         if exc.status == 429:
-            return prefix + "it is rate limiting requests. " + _when(exc.retry_after, "Try again in a minute.")
+            return prefix + "it is rate limiting requests. " + _when(exc.retry_after,
+                                                                     "Try again in a minute.")
         if exc.status in _HTTP:
             return prefix + _HTTP[exc.status]
         if exc.status >= 500:
-            return prefix + "Pixazo failed on its side. " + _when(exc.retry_after, "You may try again in a minute.")
+            return prefix + "Pixazo failed on its side. " + _when(exc.retry_after,
+                                                                  "You may try again in a minute.")
         return prefix + "Pixazo refused the request. Retrying the same request will probably not help."
     if isinstance(exc, UpstreamTimeoutError):
         return (

@@ -7,7 +7,6 @@ with a live key, so the facts below are written to tolerate each reported varian
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import time
@@ -152,7 +151,7 @@ class PixazoClient:
                     raise UpstreamProtocolError(f"unexpected HTTP {resp.status} answer")
         # `from None` everywhere: aiohttp exceptions can carry request headers (the key), and a
         # chained cause would put them into any traceback that is logged.
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise UpstreamTimeoutError("no answer from Pixazo within the time budget") from None
         except aiohttp.ClientConnectorError:
             raise UpstreamConnectionError("could not connect to Pixazo", sent=False) from None

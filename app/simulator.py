@@ -90,7 +90,7 @@ class Simulator:
         self.images: dict[str, bytes] = {}
         self.stats = Stats()
         self._ids = itertools.count(1)
-        self._rng = random.Random(rng_seed)
+        self._rng = random.Random(rng_seed)  # noqa: S311 - fault injection, not security
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.router.add_post(SDXL_PATH, self._generate)
@@ -108,9 +108,9 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
         await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        if self.port == 0:
+            # TCPSite keeps no public handle on the bound socket; the runner's addresses have it.
+            self.port = int(self._runner.addresses[0][1])
         return self
 
     async def stop(self) -> None:
@@ -133,7 +133,9 @@ class Simulator:
         roll = self._rng.random()
         for kind, rate in self.error_rates.items():
             if roll < rate:
-                return Fault(kind=kind, status=503) if kind in FAULT_KINDS else Fault(kind="http", status=int(kind))
+                if kind in FAULT_KINDS:
+                    return Fault(kind=kind, status=503)
+                return Fault(kind="http", status=int(kind))
             roll -= rate
         return None
 
@@ -223,7 +225,7 @@ class Simulator:
 
 async def serve_forever(host: str, port: int, latency: float, api_key: str | None) -> None:
     sim = await Simulator(latency=latency, api_key=api_key, host=host, port=port).start()
-    print(f"Pixazo simulator on {sim.url}{SDXL_PATH}", flush=True)  # noqa: T201
+    print(f"Pixazo simulator on {sim.url}{SDXL_PATH}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

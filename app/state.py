@@ -44,7 +44,8 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     try:
         interrupted = await store.mark_interrupted()
         if interrupted:
-            logger.warning("marked %d generation(s) left pending by a previous run as INTERRUPTED", interrupted)
+            logger.warning("marked %d generation(s) left pending by a previous run as INTERRUPTED",
+                           interrupted)
         async with http_session(settings) as http:
             timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=settings.connect_timeout_s)
             client = PixazoClient(http, settings.base_url, settings.api_key, timeout)

@@ -136,7 +136,8 @@ class GenerationStore:
             (created, prompt, params_json, PENDING),
         )
         await self._conn.commit()
-        assert cur.lastrowid is not None
+        if cur.lastrowid is None:  # pragma: no cover - SQLite always sets it after an INSERT
+            raise RuntimeError("INSERT returned no row id")
         return Generation(cur.lastrowid, created, prompt, parameters, None, PENDING, None, None, None, None)
 
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
@@ -149,18 +150,19 @@ class GenerationStore:
         )
         await self._conn.commit()
         found = await self.get(gen_id)
-        assert found is not None
+        if found is None:  # pragma: no cover - rows are never deleted
+            raise RuntimeError(f"generation {gen_id} vanished")
         return found
 
     async def get(self, gen_id: int) -> Generation | None:
         async with self._conn.execute("SELECT * FROM generations WHERE id = ?", (gen_id,)) as cur:
             row = await cur.fetchone()
-        return Generation.from_row(row) if row is not None else None
+        return Generation.from_row(dict(row)) if row is not None else None
 
     async def count(self, status: str | None = None) -> int:
-        sql, args = "SELECT COUNT(*) FROM generations", ()
+        sql, args = "SELECT COUNT(*) FROM generations", []
         if status is not None:
-            sql, args = sql + " WHERE status = ?", (status,)
+            sql, args = sql + " WHERE status = ?", [status]
         async with self._conn.execute(sql, args) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0

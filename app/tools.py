@@ -91,27 +91,28 @@ def _int_field(name: str, default: int, description: str) -> Any:
 def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
     """The input model, with bounds from the model's limit table and defaults from the settings."""
     p, n, g = SDXL_LIMITS["prompt"], SDXL_LIMITS["negative_prompt"], SDXL_LIMITS["guidance_scale"]
-    model: type[ArgModelBase] = create_model(
-        "pix_generateArguments",
-        __base__=_PixGenerateArgsBase,
-        prompt=(Annotated[str, Field(min_length=int(p.minimum), max_length=int(p.maximum),
-                                     description="What the image should show.")], ...),
-        negative_prompt=(Annotated[str | None, Field(max_length=int(n.maximum),
-                                                     description="What the image should not show.")], None),
-        width=_int_field("width", settings.default_width, "Image width in pixels."),
-        height=_int_field("height", settings.default_height, "Image height in pixels."),
-        num_steps=_int_field("num_steps", settings.default_num_steps, "Diffusion steps; more is slower."),
-        guidance_scale=(Annotated[float, Field(ge=g.minimum, le=g.maximum,
-                                               description="How closely to follow the prompt.")],
-                        settings.default_guidance_scale),
-        seed=_int_field("seed", settings.default_seed, "Random seed; the same seed repeats an image."),
-    )
+    fields: dict[str, Any] = {
+        "prompt": (Annotated[str, Field(min_length=int(p.minimum), max_length=int(p.maximum),
+                                        description="What the image should show.")], ...),
+        "negative_prompt": (Annotated[str | None, Field(max_length=int(n.maximum),
+                                                        description="What the image should not show.")],
+                            None),
+        "width": _int_field("width", settings.default_width, "Image width in pixels."),
+        "height": _int_field("height", settings.default_height, "Image height in pixels."),
+        "num_steps": _int_field("num_steps", settings.default_num_steps, "Diffusion steps; more is slower."),
+        "guidance_scale": (Annotated[float, Field(ge=g.minimum, le=g.maximum,
+                                                  description="How closely to follow the prompt.")],
+                           settings.default_guidance_scale),
+        "seed": _int_field("seed", settings.default_seed, "Random seed; the same seed repeats an image."),
+    }
+    model: type[ArgModelBase] = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
     return model
 
 
 def _state(ctx: Context) -> AppState:
     state = ctx.request_context.lifespan_context
-    assert isinstance(state, AppState)
+    if not isinstance(state, AppState):  # pragma: no cover - the lifespan always yields one
+        raise TypeError("the server's lifespan did not provide an AppState")
     return state
 
 

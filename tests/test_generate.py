@@ -114,7 +114,8 @@ async def test_extra_arguments_are_kept_on_the_row_but_not_sent(settings: Settin
     result = await call(settings, {"prompt": "p", "team": "design", "ticket": 42, "tags": ["a", "b"]})
     assert not result.is_error
     body = sent_requests(upstream)[0].kwargs["json"]
-    assert "team" not in body and "ticket" not in body
+    assert "team" not in body
+    assert "ticket" not in body
     params = json.loads(rows(settings.db_path)[0]["parameters_json"])
     assert params["team"] == "design"
     assert params["ticket"] == 42

@@ -1,0 +1,84 @@
+"""The real server on a loopback socket, spoken to with the SDK's own client, against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx2
+from mcp import Client
+from mcp.client.sse import sse_client
+
+from app.settings import Settings
+from app.simulator import Simulator
+from tests.conftest import LiveServer, http_client, live_server, make_settings, rows
+
+
+async def test_healthz_reports_an_open_database(live: LiveServer) -> None:
+    async with httpx2.AsyncClient() as http:
+        resp = await http.get(live.url + "/healthz")
+    assert resp.status_code == 200
+    assert resp.json()["database"] == "ok"
+
+
+async def test_generate_over_streamable_http_against_the_simulator(live: LiveServer, sim: Simulator) -> None:
+    async with http_client(live) as client:
+        tools = await client.list_tools()
+        assert "pix_generate" in [t.name for t in tools.tools]
+        result = await client.call_tool("pix_generate", {"prompt": "a blue whale", "seed": 9, "team": "ops"})
+    assert not result.is_error, result.content
+    url = result.structured_content["image_url"]
+    assert url.startswith(sim.url + "/images/")
+    async with httpx2.AsyncClient() as http:
+        image = await http.get(url)
+    assert image.content.startswith(b"\x89PNG\r\n\x1a\n")
+    (row,) = rows(live.settings.db_path)
+    assert row["status"] == "SUCCESS"
+    assert row["image_url"] == url
+    assert sim.stats.bodies[-1]["seed"] == 9
+
+
+async def test_both_protocol_eras_are_served(live: LiveServer) -> None:
+    for mode in ("legacy", "2026-07-28"):
+        async with http_client(live, mode=mode) as client:
+            result = await client.call_tool("pix_generate", {"prompt": f"era {mode}"})
+            assert not result.is_error
+    assert [r["status"] for r in rows(live.settings.db_path)] == ["SUCCESS", "SUCCESS"]
+
+
+async def test_the_legacy_sse_transport_is_served(live: LiveServer) -> None:
+    async with Client(sse_client(live.url + "/sse")) as client:
+        result = await client.call_tool("pix_generate", {"prompt": "over sse"})
+    assert not result.is_error
+    assert rows(live.settings.db_path)[0]["prompt"] == "over sse"
+
+
+async def test_an_upstream_failure_reaches_the_remote_caller_as_a_tool_error(tmp_path: Path) -> None:
+    async with Simulator(api_key="the-right-key") as sim:
+        settings = make_settings(tmp_path, sim.url)  # sends TEST_KEY, which this simulator refuses
+        async with live_server(settings) as live, http_client(live) as client:
+            result = await client.call_tool("pix_generate", {"prompt": "p"})
+    assert result.is_error
+    assert "Pixazo answered HTTP 401" in result.content[0].text
+    assert rows(settings.db_path)[0]["status"] == "HTTP_401"
+
+
+async def test_fifty_calls_overlap_and_leave_fifty_rows(tmp_path: Path) -> None:
+    latency = 0.5
+    async with Simulator(latency=latency) as sim:
+        settings: Settings = make_settings(tmp_path, sim.url, max_concurrency=64)
+        async with live_server(settings) as live, http_client(live) as client:
+            started = time.monotonic()
+            results = await asyncio.gather(*(
+                client.call_tool("pix_generate", {"prompt": f"crowd {i}"}) for i in range(50)))
+            elapsed = time.monotonic() - started
+    assert not [r for r in results if r.is_error]
+    # Serial would take 25 s; overlapping calls take about one latency. 10x is a generous bound that
+    # still fails loudly if calls were serialized anywhere.
+    assert elapsed < 10 * latency, elapsed
+    assert sim.stats.max_in_flight >= 40
+    all_rows = rows(settings.db_path)
+    assert len(all_rows) == 50
+    assert {r["status"] for r in all_rows} == {"SUCCESS"}
+    assert len({r["image_url"] for r in all_rows}) == 50
