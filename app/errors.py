@@ -6,6 +6,7 @@
     │   ├── UpstreamProtocolError     answered 2xx with something unusable
     │   ├── UpstreamConnectionError   no connection, or it broke
     │   └── UpstreamTimeoutError      no answer within the budget
+    ├── DownloadError                 the image could not be kept (refused or failed)
     └── NotFoundError                 no such generation
 
 Messages of these exceptions are for operators (rows, logs); they never hold the key. What a caller
@@ -45,6 +46,10 @@ class UpstreamConnectionError(UpstreamError):
 
 class UpstreamTimeoutError(UpstreamError):
     """No complete answer within the attempt's budget."""
+
+
+class DownloadError(PixazoMCPError):
+    """The image could not be copied into local storage; the message says why, for the caller too."""
 
 
 class NotFoundError(PixazoMCPError):

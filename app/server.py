@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.types import InputRequiredResult
 
 from app import __version__
+from app.errors import NotFoundError
 from app.settings import Settings
 from app.state import AppState, open_state
-from app.tools import all_tools
+from app.tools import all_tools, state_of
 
 INSTRUCTIONS = (
     "Generates images with Pixazo (Stable Diffusion XL). Call pix_generate with a prompt; "
-    "a call takes 10-30 seconds and returns the image URL."
+    "a call takes 10-30 seconds and returns the image URL, a link to the stored copy "
+    "(pixazo://generations/{id}/image) and a thumbnail. list_generations and get_generation "
+    "search the history."
 )
+IMAGE_URI = re.compile(r"pixazo://generations/(\d{1,18})/image")
 
 
 @dataclass
@@ -26,7 +35,27 @@ class Runtime:
     state: AppState | None = None
 
 
-def build_server(settings: Settings, runtime: Runtime | None = None) -> MCPServer[AppState]:
+class PixazoServer(MCPServer[AppState]):
+    """MCPServer whose image resource carries each image's own MIME type.
+
+    A resource template declares one MIME type for all its resources; stored images keep the type
+    their bytes have, so reads of `pixazo://generations/{id}/image` are answered here.
+    """
+
+    async def read_resource(self, uri: Any, context: Context[AppState, Any] | None = None,
+                            ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        match = IMAGE_URI.fullmatch(str(uri))
+        if match is None or context is None:
+            return await super().read_resource(uri, context)
+        state = context.request_context.lifespan_context
+        try:
+            data, mime = await state.service.image_bytes(int(match[1]))
+        except NotFoundError as exc:
+            raise ResourceError(str(exc)) from None
+        return [ReadResourceContents(content=data, mime_type=mime)]
+
+
+def build_server(settings: Settings, runtime: Runtime | None = None) -> PixazoServer:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         if runtime is not None and runtime.state is not None:
@@ -36,7 +65,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> MCPServe
         async with open_state(settings) as state:
             yield state
 
-    return MCPServer(
+    server = PixazoServer(
         "pixazo-mcp",
         title="Pixazo image generation",
         instructions=INSTRUCTIONS,
@@ -44,3 +73,28 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> MCPServe
         tools=all_tools(settings),
         lifespan=lifespan,
     )
+
+    @server.resource("pixazo://generations/{id}", name="generation", title="A recorded generation",
+                     mime_type="application/json")
+    async def generation(id: str, ctx: Context) -> dict[str, Any]:
+        """One generation's record: prompt, parameters, status, URLs, stored image details."""
+        try:
+            gen = await state_of(ctx).service.get(_parse_id(id))
+        except NotFoundError as exc:
+            raise ResourceError(str(exc)) from None
+        return gen.public()
+
+    @server.resource("pixazo://generations/{id}/image", name="generation-image", title="A generated image",
+                     mime_type="image/png")
+    async def generation_image(id: str, ctx: Context) -> bytes:
+        """The stored image (answered by PixazoServer.read_resource with the image's own MIME type)."""
+        data, _ = await state_of(ctx).service.image_bytes(_parse_id(id))
+        return data
+
+    return server
+
+
+def _parse_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        raise ResourceError(f"Invalid generation id {raw!r}.")
+    return int(raw)

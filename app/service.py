@@ -11,7 +11,8 @@ from typing import Any
 import anyio
 
 from app import messages
-from app.errors import UpstreamError, UpstreamHTTPError, UpstreamTimeoutError
+from app.errors import DownloadError, NotFoundError, UpstreamError, UpstreamHTTPError, UpstreamTimeoutError
+from app.images import ImageStore
 from app.pixazo import PixazoClient
 from app.settings import Settings
 from app.store import Generation, GenerationStore
@@ -22,6 +23,7 @@ SUCCESS = "SUCCESS"
 EXCEPTION = "EXCEPTION"
 TIMEOUT = "TIMEOUT"
 CANCELLED = "CANCELLED"
+DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Outcome:
 
     generation: Generation
     error_message: str | None = None
+    # Set when the image was made but could not be kept: why, for the caller.
+    download_problem: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -75,10 +79,24 @@ def status_for(exc: UpstreamError) -> str:
 
 
 class GenerationService:
-    def __init__(self, settings: Settings, store: GenerationStore, client: PixazoClient) -> None:
+    def __init__(self, settings: Settings, store: GenerationStore, client: PixazoClient,
+                 images: ImageStore) -> None:
         self.settings = settings
         self.store = store
         self.client = client
+        self.images = images
+
+    async def get(self, gen_id: int) -> Generation:
+        found = await self.store.get(gen_id)
+        if found is None:
+            raise NotFoundError(f"No generation with id {gen_id}.")
+        return found
+
+    async def image_bytes(self, gen_id: int) -> tuple[bytes, str]:
+        gen = await self.get(gen_id)
+        if not gen.image_path or not gen.image_mime:
+            raise NotFoundError(f"Generation {gen_id} has no stored image (status {gen.status}).")
+        return await self.images.read(gen.image_path), gen.image_mime
 
     def build_request(self, prompt: str, *, negative_prompt: str | None = None, width: int | None = None,
                       height: int | None = None, num_steps: int | None = None,
@@ -111,6 +129,12 @@ class GenerationService:
                                                duration_ms=0)
                 return Outcome(done, messages.NO_KEY)
             image_url = await self.client.generate(request.upstream_body())
+            try:
+                stored = await self.images.download(image_url, pending.id)
+            except DownloadError as exc:
+                done = await self.store.finish(pending.id, DOWNLOAD_FAILED, image_url=image_url,
+                                               error=str(exc), duration_ms=elapsed_ms())
+                return Outcome(done, download_problem=str(exc))
         except UpstreamError as exc:
             http_status = exc.status if isinstance(exc, UpstreamHTTPError) else None
             error = exc.message if isinstance(exc, UpstreamHTTPError) else str(exc)
@@ -128,6 +152,7 @@ class GenerationService:
             done = await self.store.finish(pending.id, EXCEPTION, error="internal error",
                                            duration_ms=elapsed_ms())
             return Outcome(done, messages.INTERNAL)
-        done = await self.store.finish(pending.id, SUCCESS, image_url=image_url, duration_ms=elapsed_ms())
+        done = await self.store.finish(pending.id, SUCCESS, image_url=image_url, duration_ms=elapsed_ms(),
+                                       image=stored)
         return Outcome(done)
 

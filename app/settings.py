@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def comma_list(value: Any) -> Any:
+    """`a, b,c` -> ["a", "b", "c"]; lists pass through."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -34,4 +42,17 @@ class Settings(BaseSettings):
     timeout_s: float = Field(default=120.0, gt=0, description="One attempt's total budget.")
     max_concurrency: int = Field(default=32, ge=1, description="Calls in flight to Pixazo at once.")
 
+    image_dir: Path = Field(default=Path("./data/images"), description="Where downloaded images are kept.")
+    allowed_image_hosts: Annotated[list[str], NoDecode] = Field(
+        default=["*.r2.dev"], description="Hosts images may be downloaded from (names or *.suffix).")
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description="Largest image downloaded.")
+    inline_image: Literal["thumbnail", "none", "full"] = Field(
+        default="thumbnail", description="What pix_generate returns inline besides the link.")
+    progress_interval_s: float = Field(default=5.0, gt=0, description="Seconds between progress heartbeats.")
+
     demo: bool = Field(default=False, description="Serve against the built-in Pixazo simulator.")
+
+    @field_validator("allowed_image_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return comma_list(value)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from app.images import ImageStore
 from app.pixazo import PixazoClient
 from app.service import GenerationService
 from app.settings import Settings
@@ -49,6 +50,8 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         async with http_session(settings) as http:
             timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=settings.connect_timeout_s)
             client = PixazoClient(http, settings.base_url, settings.api_key, timeout)
-            yield AppState(settings, http, store, GenerationService(settings, store, client))
+            images = ImageStore(settings.image_dir, http, settings.allowed_image_hosts,
+                                settings.max_image_bytes, timeout)
+            yield AppState(settings, http, store, GenerationService(settings, store, client, images))
     finally:
         await store.close()

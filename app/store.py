@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -28,6 +28,25 @@ MIGRATIONS: list[str] = [
         finished_at TEXT
     );
     CREATE INDEX IF NOT EXISTS generations_status_id ON generations (status, id);
+    """,
+    # 2: the local copy of each image, and full-text search over prompts.
+    """
+    ALTER TABLE generations ADD COLUMN image_path TEXT;
+    ALTER TABLE generations ADD COLUMN image_bytes INTEGER;
+    ALTER TABLE generations ADD COLUMN image_sha256 TEXT;
+    ALTER TABLE generations ADD COLUMN image_mime TEXT;
+    CREATE VIRTUAL TABLE generations_fts USING fts5(prompt, content='generations', content_rowid='id');
+    CREATE TRIGGER generations_fts_ai AFTER INSERT ON generations BEGIN
+        INSERT INTO generations_fts (rowid, prompt) VALUES (new.id, new.prompt);
+    END;
+    CREATE TRIGGER generations_fts_ad AFTER DELETE ON generations BEGIN
+        INSERT INTO generations_fts (generations_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+    END;
+    CREATE TRIGGER generations_fts_au AFTER UPDATE OF prompt ON generations BEGIN
+        INSERT INTO generations_fts (generations_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+        INSERT INTO generations_fts (rowid, prompt) VALUES (new.id, new.prompt);
+    END;
+    INSERT INTO generations_fts (generations_fts) VALUES ('rebuild');
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -54,6 +73,14 @@ class Generation:
     http_status: int | None
     duration_ms: int | None
     finished_at: str | None
+    image_path: str | None = None
+    image_bytes: int | None = None
+    image_sha256: str | None = None
+    image_mime: str | None = None
+
+    @property
+    def resource_uri(self) -> str | None:
+        return f"pixazo://generations/{self.id}/image" if self.image_path else None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Generation:
@@ -62,6 +89,8 @@ class Generation:
             parameters=json.loads(row["parameters_json"]), image_url=row["image_url"],
             status=row["status"], error=row["error"], http_status=row["http_status"],
             duration_ms=row["duration_ms"], finished_at=row["finished_at"],
+            image_path=row.get("image_path"), image_bytes=row.get("image_bytes"),
+            image_sha256=row.get("image_sha256"), image_mime=row.get("image_mime"),
         )
 
     def public(self) -> dict[str, Any]:
@@ -70,8 +99,28 @@ class Generation:
             "id": self.id, "created_at": self.timestamp, "prompt": self.prompt,
             "parameters": self.parameters, "image_url": self.image_url, "status": self.status,
             "error": self.error, "http_status": self.http_status, "duration_ms": self.duration_ms,
-            "finished_at": self.finished_at,
+            "finished_at": self.finished_at, "resource_uri": self.resource_uri,
+            "image_mime": self.image_mime, "image_bytes": self.image_bytes, "image_sha256": self.image_sha256,
         }
+
+
+class StoredImageInfo(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def mime(self) -> str: ...
+
+
+def fts_query(text: str) -> str | None:
+    """A caller's words as an FTS5 query: every word must match (as a prefix); no FTS syntax leaks."""
+    words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
+    if not words:
+        return None
+    return " ".join('"' + w.replace('"', '""') + '"*' for w in words[:16])
 
 
 class GenerationStore:
@@ -142,11 +191,14 @@ class GenerationStore:
 
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
                      error: str | None = None, http_status: int | None = None,
-                     duration_ms: int | None = None) -> Generation:
+                     duration_ms: int | None = None, image: StoredImageInfo | None = None) -> Generation:
         await self._conn.execute(
             "UPDATE generations SET status = ?, image_url = ?, error = ?, http_status = ?,"
-            " duration_ms = ?, finished_at = ? WHERE id = ?",
-            (status, image_url, error, http_status, duration_ms, utc_now(), gen_id),
+            " duration_ms = ?, finished_at = ?, image_path = ?, image_bytes = ?, image_sha256 = ?,"
+            " image_mime = ? WHERE id = ?",
+            (status, image_url, error, http_status, duration_ms, utc_now(),
+             image.name if image else None, image.size if image else None,
+             image.sha256 if image else None, image.mime if image else None, gen_id),
         )
         await self._conn.commit()
         found = await self.get(gen_id)
@@ -166,3 +218,30 @@ class GenerationStore:
         async with self._conn.execute(sql, args) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def page(self, *, limit: int = 20, status: str | None = None, query: str | None = None,
+                   before_id: int | None = None) -> list[Generation]:
+        """Newest first. A query uses the FTS index in rowid order, so it stays fast on large tables."""
+        where: list[str] = []
+        args: list[Any] = []
+        if query is not None and (match := fts_query(query)) is not None:
+            sql = "SELECT g.* FROM generations_fts f JOIN generations g ON g.id = f.rowid"
+            where.append("generations_fts MATCH ?")
+            args.append(match)
+            id_col = "f.rowid"
+        else:
+            sql = "SELECT g.* FROM generations g"
+            id_col = "g.id"
+        if status is not None:
+            where.append("g.status = ?")
+            args.append(status)
+        if before_id is not None:
+            where.append(f"{id_col} < ?")
+            args.append(before_id)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {id_col} DESC LIMIT ?"
+        args.append(limit)
+        async with self._conn.execute(sql, args) as cur:
+            found = await cur.fetchall()
+        return [Generation.from_row(dict(r)) for r in found]

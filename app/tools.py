@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.errors import NotFoundError
+from app.images import THUMB_MIME
 from app.pixazo import SDXL_LIMITS, Limit
 from app.service import Outcome
 from app.settings import Settings
@@ -29,11 +34,41 @@ class GenerationResult(BaseModel):
     """The structured result of pix_generate."""
 
     id: int = Field(description="The generation's id.")
-    status: str = Field(description="SUCCESS, or why it failed.")
-    image_url: str | None = Field(description="Pixazo's URL of the image.")
+    status: str = Field(description="SUCCESS, or DOWNLOAD_FAILED when the image was made but not kept.")
+    image_url: str | None = Field(description="Pixazo's URL of the image (its lifetime is unknown).")
+    resource_uri: str | None = Field(description="MCP resource with the stored image, when it was kept.")
     prompt: str
     parameters: dict[str, Any] = Field(description="The parameters sent, plus any extra arguments kept.")
     created_at: str = Field(description="When the call was received (UTC, ISO 8601).")
+    image_mime: str | None = Field(default=None, description="MIME type of the stored image.")
+    image_bytes: int | None = Field(default=None, description="Size of the stored image.")
+    error: str | None = Field(default=None, description="Why the image could not be kept, if it was not.")
+
+
+class GenerationRecord(BaseModel):
+    """One recorded generation."""
+
+    id: int
+    created_at: str
+    prompt: str
+    parameters: dict[str, Any]
+    image_url: str | None
+    status: str
+    error: str | None
+    http_status: int | None
+    duration_ms: int | None
+    finished_at: str | None
+    resource_uri: str | None
+    image_mime: str | None
+    image_bytes: int | None
+    image_sha256: str | None
+
+
+class GenerationPage(BaseModel):
+    """A page of generations, newest first."""
+
+    generations: list[GenerationRecord]
+    next_before_id: int | None = Field(description="Pass as before_id for the next page; null at the end.")
 
 
 def _num(value: float) -> str:
@@ -109,38 +144,88 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
     return model
 
 
-def _state(ctx: Context) -> AppState:
+def state_of(ctx: Context) -> AppState:
     state = ctx.request_context.lifespan_context
     if not isinstance(state, AppState):  # pragma: no cover - the lifespan always yields one
         raise TypeError("the server's lifespan did not provide an AppState")
     return state
 
 
-def generation_result(outcome: Outcome) -> CallToolResult:
+async def generation_result(outcome: Outcome, state: AppState) -> CallToolResult:
     gen = outcome.generation
     if not outcome.ok:
         text = f"Generation {gen.id} failed ({gen.status}). {outcome.error_message}"
         return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
     structured = GenerationResult(
-        id=gen.id, status=gen.status, image_url=gen.image_url, prompt=gen.prompt,
-        parameters=gen.parameters, created_at=gen.timestamp,
+        id=gen.id, status=gen.status, image_url=gen.image_url, resource_uri=gen.resource_uri,
+        prompt=gen.prompt, parameters=gen.parameters, created_at=gen.timestamp, image_mime=gen.image_mime,
+        image_bytes=gen.image_bytes, error=gen.error if outcome.download_problem else None,
     ).model_dump(mode="json")
     params = gen.parameters
-    text = (f"Generated image {gen.id}: {gen.image_url}\n"
-            f"({params.get('width')}x{params.get('height')}, seed {params.get('seed')}, "
-            f"{params.get('num_steps')} steps)")
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+    shape = (f"({params.get('width')}x{params.get('height')}, seed {params.get('seed')}, "
+             f"{params.get('num_steps')} steps)")
+    content: list[ContentBlock] = []
+    if outcome.download_problem:
+        content.append(TextContent(type="text", text=(
+            f"Generated image {gen.id}: {gen.image_url} {shape}\n"
+            f"The server could not keep a copy ({outcome.download_problem}); the URL above is Pixazo's "
+            "and may expire, so download it soon if you need it.")))
+        return CallToolResult(content=content, structured_content=structured)
+    content.append(TextContent(type="text", text=(
+        f"Generated image {gen.id}: {gen.image_url} {shape}\nStored copy: {gen.resource_uri}")))
+    content.append(ResourceLink(type="resource_link", uri=f"pixazo://generations/{gen.id}/image",
+                                name=f"generation-{gen.id}", title=gen.prompt[:80], mime_type=gen.image_mime,
+                                size=gen.image_bytes))
+    if gen.image_path and state.settings.inline_image != "none":
+        if state.settings.inline_image == "thumbnail":
+            data, mime = await state.service.images.thumbnail(gen.image_path), THUMB_MIME
+        else:
+            data, mime = await state.service.images.read(gen.image_path), gen.image_mime or "image/png"
+        content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime))
+    return CallToolResult(content=content, structured_content=structured)
 
 
 async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], prompt: str,
                        negative_prompt: str | None, width: int, height: int, num_steps: int,
                        guidance_scale: float, seed: int) -> CallToolResult:
-    service = _state(ctx).service
+    state = state_of(ctx)
+    service = state.service
     request = service.build_request(
         prompt, negative_prompt=negative_prompt, width=width, height=height, num_steps=num_steps,
         guidance_scale=guidance_scale, seed=seed, extra=extra_arguments,
     )
-    return generation_result(await service.generate(request))
+    progress = _Progress(ctx, state.settings.progress_interval_s)
+    async with anyio.create_task_group() as tg:
+        await progress.report("Generating with Pixazo")
+        tg.start_soon(progress.heartbeat)
+        outcome = await service.generate(request)
+        tg.cancel_scope.cancel()
+    await progress.report(f"Finished: {outcome.generation.status}")
+    return await generation_result(outcome, state)
+
+
+class _Progress:
+    """MCP progress for a long call: a start, a heartbeat (keeps proxies from closing the stream), an end.
+
+    Progress values only grow, as the spec asks; there is no total because Pixazo gives no estimate.
+    Without a progress token from the client, reports are dropped by the SDK.
+    """
+
+    def __init__(self, ctx: Context, interval: float) -> None:
+        self._ctx = ctx
+        self._interval = interval
+        self._step = 0
+        self._started = anyio.current_time()
+
+    async def report(self, message: str) -> None:
+        self._step += 1
+        await self._ctx.report_progress(self._step, None, message)
+
+    async def heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self._interval)
+            waited = round(anyio.current_time() - self._started)
+            await self.report(f"Still waiting for Pixazo ({waited} s)")
 
 
 def pix_generate_tool(settings: Settings) -> Tool:
@@ -160,5 +245,40 @@ def pix_generate_tool(settings: Settings) -> Tool:
     )
 
 
+async def list_generations(
+    ctx: Context,
+    limit: Annotated[int, Field(ge=1, le=100, description="How many to return.")] = 20,
+    status: Annotated[str | None, Field(description="Only this status, e.g. SUCCESS or HTTP_429.")] = None,
+    query: Annotated[str | None, Field(max_length=500, description="Words the prompt must contain.")] = None,
+    before_id: Annotated[int | None, Field(ge=1, description="Only ids below this (for paging).")] = None,
+) -> GenerationPage:
+    """List recorded generations, newest first, optionally filtered by status or prompt words."""
+    store = state_of(ctx).store
+    found = await store.page(limit=limit, status=status, query=query, before_id=before_id)
+    records = [GenerationRecord.model_validate(g.public()) for g in found]
+    return GenerationPage(generations=records,
+                          next_before_id=records[-1].id if len(records) == limit else None)
+
+
+async def get_generation(ctx: Context, id: Annotated[int, Field(ge=1, description="The generation's id.")],
+                         ) -> GenerationRecord:
+    """Get one recorded generation by id: prompt, parameters, status, URLs and the stored image's details."""
+    try:
+        gen = await state_of(ctx).service.get(id)
+    except NotFoundError as exc:
+        raise ToolError(str(exc)) from None
+    return GenerationRecord.model_validate(gen.public())
+
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+                            open_world_hint=False)
+
+
 def all_tools(settings: Settings) -> list[Tool]:
-    return [pix_generate_tool(settings)]
+    return [
+        pix_generate_tool(settings),
+        Tool.from_function(list_generations, title="List generations",
+                           annotations=READ_ONLY.model_copy(update={"title": "List generations"})),
+        Tool.from_function(get_generation, title="Get a generation",
+                           annotations=READ_ONLY.model_copy(update={"title": "Get a generation"})),
+    ]

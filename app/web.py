@@ -11,7 +11,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from app import __version__
@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> Starlette:
                 sim = await stack.enter_async_context(Simulator(latency=2.0))
                 effective = settings.model_copy(update={
                     "base_url": sim.url, "api_key": settings.api_key or SecretStr("demo-key"),
+                    "allowed_image_hosts": [*settings.allowed_image_hosts, sim.host],
                 })
                 logger.warning("demo mode: generating with the built-in Pixazo simulator at %s", sim.url)
             elif settings.api_key is None:
@@ -74,8 +75,24 @@ def create_app(settings: Settings) -> Starlette:
                 "version": __version__}
         return JSONResponse(body, status_code=200 if db_ok else 503)
 
+    async def image(request: Request) -> Response:
+        state = runtime.state
+        raw = request.path_params["id"]
+        if state is None or not raw.isdigit() or len(raw) > 18:
+            return PlainTextResponse("not found", status_code=404)
+        gen = await state.store.get(int(raw))
+        if gen is None or not gen.image_path or not gen.image_mime:
+            return PlainTextResponse("not found", status_code=404)
+        path = state.service.images.path_of(gen.image_path)
+        # Stored images never change: their names carry their hash.
+        return FileResponse(path, media_type=gen.image_mime, headers={
+            "Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{gen.image_sha256}"',
+            "X-Content-Type-Options": "nosniff",
+        })
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/images/{id}", image, methods=["GET"]),
         # The legacy HTTP+SSE transport: its sub-app matches the full paths itself.
         Route("/sse", endpoint=sse_app, methods=["GET"]),
         Route("/messages/", endpoint=sse_app, methods=["POST"]),

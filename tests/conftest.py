@@ -36,7 +36,7 @@ def free_port() -> int:
 def make_settings(tmp_path: Path, base_url: str = "http://127.0.0.1:9", **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "api_key": SecretStr(TEST_KEY), "base_url": base_url, "db_path": tmp_path / "pixazo.db",
-        "timeout_s": 10.0,
+        "timeout_s": 10.0, "image_dir": tmp_path / "images", "allowed_image_hosts": ["127.0.0.1", "*.r2.dev"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -14,6 +14,7 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from app.pixazo import KEY_HEADER, SDXL_PATH
+from app.simulator import render_png
 from app.settings import Settings
 from tests.conftest import TEST_KEY, in_memory_client, make_settings, rows
 
@@ -36,10 +37,22 @@ class _Response(aiohttp.ClientResponse):
         super().__init__(*args, **kwargs)
 
 
+PNG = render_png("fixture", 1, 256, 256)
+
+
 class Upstream(aioresponses):  # type: ignore[misc]
     def post(self, url: str, **kwargs: Any) -> None:  # type: ignore[override]
         kwargs.setdefault("response_class", _Response)
         super().post(url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> None:  # type: ignore[override]
+        kwargs.setdefault("response_class", _Response)
+        super().get(url, **kwargs)
+
+    def succeed(self) -> None:
+        """Pixazo answers with an image URL, and the image host serves a PNG there."""
+        self.post(SDXL, payload={"imageUrl": IMAGE})
+        self.get(IMAGE, body=PNG, content_type="image/png")
 
 
 @pytest.fixture
@@ -58,7 +71,7 @@ async def call(settings: Settings, arguments: dict[str, Any]) -> Any:
 
 
 async def test_defaults_fill_every_parameter_the_caller_left_out(settings: Settings, upstream: Any) -> None:
-    upstream.post(SDXL, payload={"imageUrl": IMAGE})
+    upstream.succeed()
     result = await call(settings, {"prompt": "a red fox"})
     assert not result.is_error
     body = sent_requests(upstream)[0].kwargs["json"]
@@ -69,7 +82,7 @@ async def test_defaults_fill_every_parameter_the_caller_left_out(settings: Setti
 async def test_caller_values_override_defaults_and_configured_defaults_apply(tmp_path: Path,
                                                                              upstream: Any) -> None:
     settings = make_settings(tmp_path, BASE, default_width=768, default_seed=7)
-    upstream.post(SDXL, payload={"imageUrl": IMAGE})
+    upstream.succeed()
     await call(settings, {"prompt": "p", "height": 512, "num_steps": 4, "guidance_scale": 7.5,
                           "negative_prompt": "blur"})
     body = sent_requests(upstream)[0].kwargs["json"]
@@ -78,7 +91,7 @@ async def test_caller_values_override_defaults_and_configured_defaults_apply(tmp
 
 
 async def test_the_exact_request_sent_to_pixazo(settings: Settings, upstream: Any) -> None:
-    upstream.post(SDXL, payload={"imageUrl": IMAGE})
+    upstream.succeed()
     await call(settings, {"prompt": "a lighthouse", "seed": 3})
     (request,) = sent_requests(upstream)
     headers = request.kwargs["headers"]
@@ -91,7 +104,7 @@ async def test_the_exact_request_sent_to_pixazo(settings: Settings, upstream: An
 
 async def test_success_returns_the_url_and_structured_content_and_records_the_row(
         settings: Settings, upstream: Any) -> None:
-    upstream.post(SDXL, payload={"imageUrl": IMAGE})
+    upstream.succeed()
     result = await call(settings, {"prompt": "a red fox", "width": 512})
     assert not result.is_error
     assert IMAGE in result.content[0].text
@@ -110,7 +123,7 @@ async def test_success_returns_the_url_and_structured_content_and_records_the_ro
 
 
 async def test_extra_arguments_are_kept_on_the_row_but_not_sent(settings: Settings, upstream: Any) -> None:
-    upstream.post(SDXL, payload={"imageUrl": IMAGE})
+    upstream.succeed()
     result = await call(settings, {"prompt": "p", "team": "design", "ticket": 42, "tags": ["a", "b"]})
     assert not result.is_error
     body = sent_requests(upstream)[0].kwargs["json"]
@@ -197,7 +210,7 @@ async def test_no_key_configured_fails_without_calling_pixazo(tmp_path: Path, up
 async def test_the_key_never_appears_in_results_rows_or_logs(settings: Settings, upstream: Any,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    upstream.post(SDXL, payload={"imageUrl": IMAGE})
+    upstream.succeed()
     upstream.post(SDXL, status=401, payload={"error": "bad key"})
     upstream.post(SDXL, exception=aiohttp.ServerDisconnectedError())
     upstream.post(SDXL, exception=aiohttp.ClientConnectionError(f"boom {TEST_KEY}"))

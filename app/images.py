@@ -1,0 +1,199 @@
+"""The only file writer: downloads generated images into local storage, safely, and makes thumbnails.
+
+A download goes only to allowed hosts, over https (plain http only to a loopback host that is named
+explicitly, as tests do), follows no redirect off those hosts, stops at the size cap while streaming,
+checks the type from the bytes (Pillow), names files itself and writes them atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import ipaddress
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from PIL import Image, UnidentifiedImageError
+
+from app.errors import DownloadError
+
+# Pillow format -> (MIME type, file extension). Pixazo serves PNG; the others are accepted in case.
+ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
+    "PNG": ("image/png", ".png"),
+    "JPEG": ("image/jpeg", ".jpg"),
+    "WEBP": ("image/webp", ".webp"),
+}
+MAX_REDIRECTS = 3
+THUMB_MAX_SIDE = 512
+THUMB_MAX_BYTES = 200 * 1024
+THUMB_MIME = "image/jpeg"
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    name: str  # a file name inside the image directory, made by the server
+    size: int
+    sha256: str
+    mime: str
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(host: str, patterns: list[str]) -> bool:
+    host = host.lower().rstrip(".")
+    for pattern in patterns:
+        pattern = pattern.lower().strip()
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def check_url(url: str, patterns: list[str]) -> None:
+    """Raise DownloadError unless the URL may be fetched."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host or not host_allowed(host, patterns):
+        raise DownloadError(f"the image host {host or '(none)'} is not on the allowed list")
+    if parts.scheme == "https":
+        return
+    # Plain http only for a loopback host that the operator named explicitly (no wildcard).
+    if parts.scheme == "http" and _is_loopback(host) and host.lower() in [p.lower() for p in patterns]:
+        return
+    raise DownloadError(f"the image URL uses {parts.scheme or 'no'} scheme; only https is allowed")
+
+
+def _identify(data: bytes) -> tuple[str, str]:
+    """(mime, extension) from the bytes themselves, whatever the server's Content-Type said."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or ""
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise DownloadError("the downloaded file is not an image") from None
+    if fmt not in ALLOWED_FORMATS:
+        raise DownloadError(f"the downloaded file is a {fmt} image, which is not accepted")
+    return ALLOWED_FORMATS[fmt]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def make_thumbnail(data: bytes) -> bytes:
+    """A JPEG at most THUMB_MAX_SIDE px on its long side and at most THUMB_MAX_BYTES."""
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = img.convert("RGB")
+    side = THUMB_MAX_SIDE
+    while True:
+        thumb = rgb.copy()
+        thumb.thumbnail((side, side))
+        for quality in (85, 70, 55, 40):
+            out = io.BytesIO()
+            thumb.save(out, format="JPEG", quality=quality, optimize=True)
+            if out.tell() <= THUMB_MAX_BYTES:
+                return out.getvalue()
+        side //= 2
+
+
+class ImageStore:
+    def __init__(self, root: Path, http: aiohttp.ClientSession, allowed_hosts: list[str], max_bytes: int,
+                 timeout: aiohttp.ClientTimeout) -> None:
+        self.root = root
+        self._http = http
+        self._allowed = list(allowed_hosts)
+        self._max = max_bytes
+        self._timeout = timeout
+        root.mkdir(parents=True, exist_ok=True)
+
+    def allow(self, pattern: str) -> None:
+        self._allowed.append(pattern)
+
+    def path_of(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if path.parent != self.root.resolve():
+            raise DownloadError("invalid stored image name")
+        return path
+
+    async def download(self, url: str, gen_id: int) -> StoredImage:
+        data = await self._fetch(url)
+        return await asyncio.to_thread(self._store, data, gen_id)
+
+    async def _fetch(self, url: str) -> bytes:
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(url, self._allowed)
+            try:
+                async with self._http.get(url, allow_redirects=False, timeout=self._timeout) as resp:
+                    if resp.status in (301, 302, 303, 307, 308):
+                        location = resp.headers.get("Location")
+                        if not location:
+                            raise DownloadError("the image host redirected without a location")
+                        url = urljoin(url, location)
+                        continue
+                    if resp.status != 200:
+                        raise DownloadError(f"the image host answered HTTP {resp.status}")
+                    if resp.content_length is not None and resp.content_length > self._max:
+                        raise DownloadError(f"the image is larger than the {self._max}-byte limit")
+                    buf = bytearray()
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        buf += chunk
+                        if len(buf) > self._max:
+                            raise DownloadError(f"the image is larger than the {self._max}-byte limit")
+                    return bytes(buf)
+            except TimeoutError:
+                raise DownloadError("the image download timed out") from None
+            except aiohttp.ClientError as exc:
+                raise DownloadError(f"the image download failed ({type(exc).__name__})") from None
+        raise DownloadError("the image host redirected too many times")
+
+    def _store(self, data: bytes, gen_id: int) -> StoredImage:
+        mime, ext = _identify(data)
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{gen_id}-{digest[:16]}{ext}"
+        _write_atomic(self.root / name, data)
+        return StoredImage(name=name, size=len(data), sha256=digest, mime=mime)
+
+    async def read(self, name: str) -> bytes:
+        return await asyncio.to_thread(self.path_of(name).read_bytes)
+
+    async def thumbnail(self, name: str) -> bytes:
+        """The cached thumbnail of a stored image, made once."""
+        return await asyncio.to_thread(self._thumbnail, name)
+
+    def _thumbnail(self, name: str) -> bytes:
+        source = self.path_of(name)
+        thumb = source.with_name(source.stem + ".thumb.jpg")
+        if thumb.exists():
+            return thumb.read_bytes()
+        data = make_thumbnail(source.read_bytes())
+        _write_atomic(thumb, data)
+        return data
