@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from app.pixazo import KEY_HEADER, SDXL_PATH
 
-FAULT_KINDS = ("http", "hang", "reset", "html", "truncated", "no_url", "slow")
+FAULT_KINDS = ("http", "hang", "reset", "html", "truncated", "no_url", "slow", "url")
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Fault:
 
     kind: http (status/body/headers), hang (never answers), reset (drops the connection),
     html (200 with an HTML page), truncated (200 with cut-off JSON), no_url (200 without imageUrl),
-    slow (answers normally after `delay` seconds).
+    slow (answers normally after `delay` seconds), url (200 with `body` as the imageUrl).
     """
 
     kind: str
@@ -95,6 +95,10 @@ class Simulator:
         self.app = web.Application()
         self.app.router.add_post(SDXL_PATH, self._generate)
         self.app.router.add_get("/images/{name}", self._image)
+        # Misbehaving image hosts, for download tests (point a "url" fault at them).
+        self.app.router.add_get("/_sim/html.png", self._html_as_png)
+        self.app.router.add_get("/_sim/redirect", self._redirect)
+        self.app.router.add_get("/_sim/big.png", self._big)
         self.app.router.add_post("/_sim/faults", self._set_faults)
         self.app.router.add_post("/_sim/reset", self._reset)
         self.app.router.add_get("/_sim/stats", self._stats)
@@ -194,6 +198,8 @@ class Simulator:
             return web.Response(text='{"imageUrl": "https://pub-x.r2.dev/ab', content_type="application/json")
         if fault.kind == "no_url":
             return web.json_response({"status": "ok"})
+        if fault.kind == "url":
+            return web.json_response({"imageUrl": fault.body})
         # reset: drop the connection without an answer
         if request.transport is not None:
             request.transport.abort()
@@ -204,6 +210,28 @@ class Simulator:
         if data is None:
             return web.Response(status=404, text="not found")
         return web.Response(body=data, content_type="image/png")
+
+    async def _html_as_png(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"<html><body>Access denied</body></html>", content_type="image/png")
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
+    async def _big(self, request: web.Request) -> web.StreamResponse:
+        """A PNG-looking body of `bytes` bytes, sent chunked (no Content-Length) so only a streaming
+        cap can stop it."""
+        size = int(request.query.get("bytes", "1000000"))
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        chunk = b"\x89PNG\r\n\x1a\n" + b"\0" * 65528
+        sent = 0
+        while sent < size:
+            part = chunk[: size - sent]
+            await resp.write(part)
+            sent += len(part)
+        await resp.write_eof()
+        return resp
 
     async def _set_faults(self, request: web.Request) -> web.Response:
         payload = await request.json()

@@ -1,0 +1,119 @@
+"""History: list_generations (paging, filters, search), get_generation, migrations, progress."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from app.simulator import Fault, Simulator
+from app.store import MIGRATIONS, SCHEMA_VERSION, GenerationStore
+from tests.conftest import http_client, in_memory_client, live_server, make_settings
+
+
+async def test_list_generations_pages_newest_first_and_filters(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none")
+    async with in_memory_client(settings) as client:
+        for i in range(5):
+            if i == 2:
+                sim.push(Fault(kind="http", status=500))
+            await client.call_tool("pix_generate", {"prompt": f"picture number {i}"})
+        first = (await client.call_tool("list_generations", {"limit": 2})).structured_content
+        second = (await client.call_tool("list_generations",
+                                         {"limit": 2, "before_id": first["next_before_id"]})).structured_content
+        third = (await client.call_tool("list_generations",
+                                        {"limit": 2, "before_id": second["next_before_id"]})).structured_content
+        failed = (await client.call_tool("list_generations", {"status": "HTTP_500"})).structured_content
+    assert [g["id"] for g in first["generations"]] == [5, 4]
+    assert [g["id"] for g in second["generations"]] == [3, 2]
+    assert [g["id"] for g in third["generations"]] == [1]
+    assert third["next_before_id"] is None
+    assert [g["prompt"] for g in failed["generations"]] == ["picture number 2"]
+    assert failed["generations"][0]["error"] == "Simulated failure"
+
+
+async def test_query_searches_prompt_words(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none")
+    async with in_memory_client(settings) as client:
+        for prompt in ["a red fox in snow", "a blue whale", "foxes at dawn", "Red barn"]:
+            await client.call_tool("pix_generate", {"prompt": prompt})
+
+        async def search(query: str, **extra: Any) -> list[str]:
+            page = await client.call_tool("list_generations", {"query": query, **extra})
+            return [g["prompt"] for g in page.structured_content["generations"]]
+
+        assert await search("fox") == ["foxes at dawn", "a red fox in snow"]
+        assert await search("red") == ["Red barn", "a red fox in snow"]
+        assert await search("red fox") == ["a red fox in snow"]
+        assert await search("fox", limit=1, before_id=3) == ["a red fox in snow"]
+        assert await search('" OR 1=1 --') == []  # FTS syntax from callers is neutralised
+        assert await search("giraffe") == []
+
+
+async def test_get_generation_and_unknown_ids(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none")
+    async with in_memory_client(settings) as client:
+        made = await client.call_tool("pix_generate", {"prompt": "a kite", "ticket": "T-1"})
+        got = await client.call_tool("get_generation", {"id": made.structured_content["id"]})
+        missing = await client.call_tool("get_generation", {"id": 4242})
+    assert got.structured_content["prompt"] == "a kite"
+    assert got.structured_content["parameters"]["ticket"] == "T-1"
+    assert got.structured_content["image_sha256"]
+    assert missing.is_error
+    assert "No generation with id 4242." in missing.content[0].text
+
+
+async def test_history_tools_are_read_only_and_declare_output_schemas(tmp_path: Path, sim: Simulator) -> None:
+    async with in_memory_client(make_settings(tmp_path, sim.url)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    for name in ("list_generations", "get_generation"):
+        assert tools[name].annotations is not None
+        assert tools[name].annotations.read_only_hint is True
+        assert tools[name].output_schema is not None
+    assert tools["pix_generate"].output_schema is not None
+    assert "resource_uri" in tools["pix_generate"].output_schema["properties"]
+
+
+async def test_migration_from_the_core_schema_keeps_rows_and_indexes_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.executemany(
+            "INSERT INTO generations (timestamp, prompt, parameters_json, image_url, status)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [("2026-01-01T00:00:00Z", "an old lighthouse", '{"seed": 1}', "https://x.r2.dev/1.png", "SUCCESS"),
+             ("2026-01-02T00:00:00Z", "an old mill", '{"seed": 2}', None, "HTTP_500")],
+        )
+    conn.close()
+    store = await GenerationStore.open(path)
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+        everything = await store.page(limit=10)
+        found = await store.page(query="lighthouse")
+    finally:
+        await store.close()
+    assert [(g.prompt, g.status, g.parameters) for g in everything] == [
+        ("an old mill", "HTTP_500", {"seed": 2}), ("an old lighthouse", "SUCCESS", {"seed": 1})]
+    assert everything[1].image_url == "https://x.r2.dev/1.png"
+    assert [g.prompt for g in found] == ["an old lighthouse"]
+
+
+async def test_progress_reaches_a_remote_client(tmp_path: Path) -> None:
+    async with Simulator(latency=1.0) as sim:
+        settings = make_settings(tmp_path, sim.url, progress_interval_s=0.2)
+        seen: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append((progress, total, message))
+
+        async with live_server(settings) as live, http_client(live) as client:
+            result = await client.call_tool("pix_generate", {"prompt": "slow"}, progress_callback=on_progress)
+    assert not result.is_error
+    messages = [m for _, _, m in seen]
+    assert messages[0] == "Generating with Pixazo"
+    assert any(m and m.startswith("Still waiting for Pixazo") for m in messages)
+    assert messages[-1] == "Finished: SUCCESS"
+    values = [p for p, _, _ in seen]
+    assert values == sorted(values)
+    assert len(set(values)) == len(values)
