@@ -9,12 +9,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
 from app.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from app.lifecycle import InFlightRequests, run
     from app.web import create_app
 
     overrides: dict[str, object] = {}
@@ -27,8 +26,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)  # type: ignore[arg-type]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=30)
+    requests = InFlightRequests(app)
+    run(requests, app.state.runtime, requests, settings.host, settings.port, settings.shutdown_grace_s)
     return 0
 
 

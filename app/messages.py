@@ -22,6 +22,20 @@ NO_KEY = (
 )
 INTERNAL = "The server failed unexpectedly while handling this call. You may try again once."
 
+
+def unavailable(retry_in: float) -> str:
+    return (
+        "Pixazo has been failing repeatedly, so the server is pausing calls to it. Nothing was sent. "
+        f"Try again in {max(1, math.ceil(retry_in))} seconds."
+    )
+
+
+def queue_timeout(waited_s: float) -> str:
+    return (
+        f"The server is busy: no slot to call Pixazo freed up within {waited_s:g} seconds. Nothing was sent. "
+        "Try again in a minute."
+    )
+
 _HTTP: dict[int, str] = {
     400: "Pixazo rejected the request parameters. Change the prompt or parameters before trying again.",
     401: "Pixazo refused the server's API key. Retrying will not help; ask the operator to check "

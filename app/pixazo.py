@@ -130,15 +130,17 @@ class PixazoClient:
     def has_key(self) -> bool:
         return self._api_key is not None and bool(self._api_key.get_secret_value())
 
-    async def generate(self, body: dict[str, Any]) -> str:
+    async def generate(self, body: dict[str, Any], timeout_s: float | None = None) -> str:
         """POST one SDXL request; return the image URL or raise an UpstreamError.
 
         Exception texts from aiohttp are never carried over: they can include request headers.
         """
         key = self._api_key.get_secret_value() if self._api_key is not None else ""
+        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=self._timeout.sock_connect)
         try:
             async with self._http.post(
-                self._url, json=body, headers=request_headers(key), timeout=self._timeout,
+                self._url, json=body, headers=request_headers(key), timeout=timeout,
                 allow_redirects=False,
             ) as resp:
                 raw = await resp.content.read(MAX_ANSWER_BYTES)

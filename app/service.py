@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,15 @@ from app import messages
 from app.errors import DownloadError, NotFoundError, UpstreamError, UpstreamHTTPError, UpstreamTimeoutError
 from app.images import ImageStore
 from app.pixazo import PixazoClient
+from app.resilience import (
+    Backoff,
+    BreakerOpenError,
+    CircuitBreaker,
+    ConcurrencyCap,
+    QueueTimeoutError,
+    counts_against_gateway,
+    is_retryable,
+)
 from app.settings import Settings
 from app.store import Generation, GenerationStore
 
@@ -24,6 +34,8 @@ EXCEPTION = "EXCEPTION"
 TIMEOUT = "TIMEOUT"
 CANCELLED = "CANCELLED"
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+UNAVAILABLE = "UNAVAILABLE"
+INTERRUPTED = "INTERRUPTED"
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,13 @@ class GenerationService:
         self.store = store
         self.client = client
         self.images = images
+        self.cap = ConcurrencyCap(settings.max_concurrency, settings.queue_timeout_s)
+        self.breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
+        self.backoff = Backoff(settings.retry_base_s, settings.retry_cap_s)
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not security
+        self.in_flight = 0
+        self.retries = 0
+        self.draining = False  # set on SIGTERM: cancellations then mean INTERRUPTED
 
     async def get(self, gen_id: int) -> Generation:
         found = await self.store.get(gen_id)
@@ -116,43 +135,110 @@ class GenerationService:
         )
 
     async def generate(self, request: GenerationRequest) -> Outcome:
-        """Record the request as PENDING, call Pixazo, and finish the row whatever happens."""
+        """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens."""
         pending = await self.store.insert_pending(request.prompt, request.recorded_parameters())
-        started = time.monotonic()
-
-        def elapsed_ms() -> int:
-            return round((time.monotonic() - started) * 1000)
-
+        call = _Call(pending.id)
+        self.in_flight += 1
         try:
-            if not self.client.has_key:
-                done = await self.store.finish(pending.id, EXCEPTION, error="no Pixazo API key configured",
-                                               duration_ms=0)
-                return Outcome(done, messages.NO_KEY)
-            image_url = await self.client.generate(request.upstream_body())
-            try:
-                stored = await self.images.download(image_url, pending.id)
-            except DownloadError as exc:
-                done = await self.store.finish(pending.id, DOWNLOAD_FAILED, image_url=image_url,
-                                               error=str(exc), duration_ms=elapsed_ms())
-                return Outcome(done, download_problem=str(exc))
-        except UpstreamError as exc:
-            http_status = exc.status if isinstance(exc, UpstreamHTTPError) else None
-            error = exc.message if isinstance(exc, UpstreamHTTPError) else str(exc)
-            done = await self.store.finish(pending.id, status_for(exc), error=error,
-                                           http_status=http_status, duration_ms=elapsed_ms())
-            return Outcome(done, messages.for_upstream(exc, self.settings.timeout_s))
+            return await self._generate(request, call)
         except asyncio.CancelledError:
-            # The caller went away: finish the row even though this task is being cancelled.
+            # The caller went away, or the server is stopping: finish the row even though this task
+            # is being cancelled (a shielded scope lets the write complete).
+            status, why = ((INTERRUPTED, "the server stopped before this call finished") if self.draining
+                           else (CANCELLED, "the caller cancelled the call"))
             with anyio.CancelScope(shield=True):
-                await self.store.finish(pending.id, CANCELLED, error="the caller cancelled the call",
-                                        duration_ms=elapsed_ms())
+                await self.store.finish(call.id, status, error=why, **call.fields())
             raise
         except Exception:
-            logger.exception("generation %s failed unexpectedly", pending.id)
-            done = await self.store.finish(pending.id, EXCEPTION, error="internal error",
-                                           duration_ms=elapsed_ms())
+            logger.exception("generation %s failed unexpectedly", call.id)
+            with anyio.CancelScope(shield=True):
+                done = await self.store.finish(call.id, EXCEPTION, error="internal error", **call.fields())
             return Outcome(done, messages.INTERNAL)
-        done = await self.store.finish(pending.id, SUCCESS, image_url=image_url, duration_ms=elapsed_ms(),
-                                       image=stored)
+        finally:
+            self.in_flight -= 1
+
+    async def _generate(self, request: GenerationRequest, call: _Call) -> Outcome:
+        if not self.client.has_key:
+            done = await self.store.finish(call.id, EXCEPTION, error="no Pixazo API key configured",
+                                           **call.fields())
+            return Outcome(done, messages.NO_KEY)
+        try:
+            probe = self.breaker.before_call()
+        except BreakerOpenError as exc:
+            done = await self.store.finish(
+                call.id, UNAVAILABLE, error=f"circuit breaker open after {self.breaker.failures} failures",
+                **call.fields())
+            return Outcome(done, messages.unavailable(exc.retry_in))
+        verdict = False
+        try:
+            try:
+                async with self.cap.slot() as waited:
+                    call.queue_s = waited
+                    image_url = await self._call_with_retries(request.upstream_body(), call)
+            except QueueTimeoutError:
+                done = await self.store.finish(
+                    call.id, TIMEOUT, error=f"no free slot within {self.cap.queue_timeout_s:g} s; nothing was sent",
+                    **call.fields())
+                return Outcome(done, messages.queue_timeout(self.cap.queue_timeout_s))
+            except UpstreamError as exc:
+                verdict = True
+                if counts_against_gateway(exc):
+                    self.breaker.record_failure(probe)
+                else:
+                    self.breaker.record_success()
+                http_status = exc.status if isinstance(exc, UpstreamHTTPError) else None
+                error = exc.message if isinstance(exc, UpstreamHTTPError) else str(exc)
+                done = await self.store.finish(call.id, status_for(exc), error=error, http_status=http_status,
+                                               **call.fields())
+                return Outcome(done, messages.for_upstream(exc, self.settings.timeout_s))
+            verdict = True
+            self.breaker.record_success()
+        finally:
+            if not verdict:
+                self.breaker.release_probe(probe)
+        try:
+            stored = await self.images.download(image_url, call.id)
+        except DownloadError as exc:
+            done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=str(exc),
+                                           **call.fields())
+            return Outcome(done, download_problem=str(exc))
+        done = await self.store.finish(call.id, SUCCESS, image_url=image_url, image=stored, **call.fields())
         return Outcome(done)
 
+    async def _call_with_retries(self, body: dict[str, Any], call: _Call) -> str:
+        """Retries only where Pixazo surely made no image, within one overall deadline."""
+        s = self.settings
+        deadline = time.monotonic() + s.deadline_s
+        while True:
+            call.attempts += 1
+            remaining = deadline - time.monotonic()
+            try:
+                return await self.client.generate(body, timeout_s=max(0.1, min(s.timeout_s, remaining)))
+            except UpstreamError as exc:
+                if not is_retryable(exc) or call.attempts > s.max_retries:
+                    raise
+                retry_after = exc.retry_after if isinstance(exc, UpstreamHTTPError) else None
+                delay = self.backoff.delay(call.attempts, retry_after, self._rng)
+                if time.monotonic() + delay >= deadline:
+                    raise
+                logger.info("generation %s: attempt %d failed (%s); retrying in %.1f s",
+                            call.id, call.attempts, status_for(exc), delay)
+                self.retries += 1
+                await asyncio.sleep(delay)
+
+
+@dataclass
+class _Call:
+    """What one call has done so far, for its row."""
+
+    id: int
+    attempts: int = 0
+    queue_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "duration_ms": round((time.monotonic() - self.started) * 1000),
+            "attempts": self.attempts,
+            "queue_ms": None if self.queue_s is None else round(self.queue_s * 1000),
+        }

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP connect budget to Pixazo.")
     timeout_s: float = Field(default=120.0, gt=0, description="One attempt's total budget.")
     max_concurrency: int = Field(default=32, ge=1, description="Calls in flight to Pixazo at once.")
+    queue_timeout_s: float = Field(default=300.0, gt=0, description="How long a call may wait for a slot.")
+    max_retries: int = Field(default=3, ge=0, description="Retries after the first attempt (429/502/503/504).")
+    deadline_s: float = Field(default=300.0, gt=0, description="One call's overall budget across retries.")
+    retry_base_s: float = Field(default=1.0, ge=0, description="First backoff step (doubles, jittered).")
+    retry_cap_s: float = Field(default=30.0, ge=0, description="Longest backoff step.")
+    breaker_threshold: int = Field(default=5, ge=1, description="Consecutive gateway failures that open it.")
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, description="Seconds open before one probe.")
+    shutdown_grace_s: float = Field(default=30.0, ge=0, description="On SIGTERM, how long calls may finish.")
 
     image_dir: Path = Field(default=Path("./data/images"), description="Where downloaded images are kept.")
     allowed_image_hosts: Annotated[list[str], NoDecode] = Field(

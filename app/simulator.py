@@ -108,7 +108,9 @@ class Simulator:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> Simulator:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # handler_cancellation: a client that aborts its request cancels the handler, which the
+        # cancellation tests count (stats.aborted).
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
         await site.start()

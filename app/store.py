@@ -48,6 +48,11 @@ MIGRATIONS: list[str] = [
     END;
     INSERT INTO generations_fts (generations_fts) VALUES ('rebuild');
     """,
+    # 3: how many attempts a call took (retries), and how long it queued for a slot.
+    """
+    ALTER TABLE generations ADD COLUMN attempts INTEGER;
+    ALTER TABLE generations ADD COLUMN queue_ms INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -77,6 +82,8 @@ class Generation:
     image_bytes: int | None = None
     image_sha256: str | None = None
     image_mime: str | None = None
+    attempts: int | None = None
+    queue_ms: int | None = None
 
     @property
     def resource_uri(self) -> str | None:
@@ -91,6 +98,7 @@ class Generation:
             duration_ms=row["duration_ms"], finished_at=row["finished_at"],
             image_path=row.get("image_path"), image_bytes=row.get("image_bytes"),
             image_sha256=row.get("image_sha256"), image_mime=row.get("image_mime"),
+            attempts=row.get("attempts"), queue_ms=row.get("queue_ms"),
         )
 
     def public(self) -> dict[str, Any]:
@@ -101,6 +109,7 @@ class Generation:
             "error": self.error, "http_status": self.http_status, "duration_ms": self.duration_ms,
             "finished_at": self.finished_at, "resource_uri": self.resource_uri,
             "image_mime": self.image_mime, "image_bytes": self.image_bytes, "image_sha256": self.image_sha256,
+            "attempts": self.attempts,
         }
 
 
@@ -191,14 +200,15 @@ class GenerationStore:
 
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
                      error: str | None = None, http_status: int | None = None,
-                     duration_ms: int | None = None, image: StoredImageInfo | None = None) -> Generation:
+                     duration_ms: int | None = None, image: StoredImageInfo | None = None,
+                     attempts: int | None = None, queue_ms: int | None = None) -> Generation:
         await self._conn.execute(
             "UPDATE generations SET status = ?, image_url = ?, error = ?, http_status = ?,"
             " duration_ms = ?, finished_at = ?, image_path = ?, image_bytes = ?, image_sha256 = ?,"
-            " image_mime = ? WHERE id = ?",
+            " image_mime = ?, attempts = ?, queue_ms = ? WHERE id = ?",
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
-             image.sha256 if image else None, image.mime if image else None, gen_id),
+             image.sha256 if image else None, image.mime if image else None, attempts, queue_ms, gen_id),
         )
         await self._conn.commit()
         found = await self.get(gen_id)

@@ -71,9 +71,19 @@ def create_app(settings: Settings) -> Starlette:
                 db_ok = await state.store.ping()
             except Exception:  # noqa: BLE001 - any database failure means "not healthy"
                 db_ok = False
-        body = {"status": "ok" if db_ok else "unavailable", "database": "ok" if db_ok else "closed",
-                "version": __version__}
-        return JSONResponse(body, status_code=200 if db_ok else 503)
+        draining = state is not None and state.service.draining
+        body: dict[str, Any] = {
+            "status": "draining" if draining else ("ok" if db_ok else "unavailable"),
+            "database": "ok" if db_ok else "closed", "version": __version__,
+        }
+        if state is not None:
+            service = state.service
+            body["breaker"] = {"state": service.breaker.state, "consecutive_failures": service.breaker.failures,
+                               "retry_in_s": round(service.breaker.retry_in(), 1)}
+            body["in_flight"] = service.cap.in_flight
+            body["queued"] = service.cap.waiting
+            body["api_key_configured"] = service.client.has_key
+        return JSONResponse(body, status_code=200 if db_ok and not draining else 503)
 
     async def image(request: Request) -> Response:
         state = runtime.state
