@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -13,7 +12,9 @@ from app.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from app.auth import ConfigError
     from app.lifecycle import InFlightRequests, run
+    from app.logs import configure_logging
     from app.web import create_app
 
     overrides: dict[str, object] = {}
@@ -24,8 +25,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.demo:
         overrides["demo"] = True
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"pixazo-mcp: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, app.state.secrets)
     requests = InFlightRequests(app)
     run(requests, app.state.runtime, requests, settings.host, settings.port, settings.shutdown_grace_s)
     return 0

@@ -8,12 +8,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.types import InputRequiredResult
+from pydantic import AnyHttpUrl
 
 from app import __version__
+from app.auth import SCOPE, TeamTokenVerifier
+from app.calllog import ToolCallLog
 from app.errors import NotFoundError
 from app.settings import Settings
 from app.state import AppState, open_state
@@ -55,7 +59,8 @@ class PixazoServer(MCPServer[AppState]):
         return [ReadResourceContents(content=data, mime_type=mime)]
 
 
-def build_server(settings: Settings, runtime: Runtime | None = None) -> PixazoServer:
+def build_server(settings: Settings, runtime: Runtime | None = None,
+                 verifier: TeamTokenVerifier | None = None) -> PixazoServer:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         if runtime is not None and runtime.state is not None:
@@ -72,6 +77,15 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> PixazoSe
         version=__version__,
         tools=all_tools(settings),
         lifespan=lifespan,
+        middleware=[ToolCallLog(settings.log_prompt_chars)],
+        token_verifier=verifier,
+        auth=None if verifier is None else AuthSettings(
+            # Required by the SDK's settings; never contacted: tokens are checked locally.
+            issuer_url=AnyHttpUrl("https://pixazo-mcp.invalid"),
+            resource_server_url=None,
+            required_scopes=[SCOPE],
+            validate_token_resource=False,
+        ),
     )
 
     @server.resource("pixazo://generations/{id}", name="generation", title="A recorded generation",

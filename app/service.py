@@ -14,6 +14,8 @@ import anyio
 from app import messages
 from app.errors import DownloadError, NotFoundError, UpstreamError, UpstreamHTTPError, UpstreamTimeoutError
 from app.images import ImageStore
+from app.limits import RATE_LIMITED, CallerLimits
+from app.metrics import Metrics
 from app.pixazo import PixazoClient
 from app.resilience import (
     Backoff,
@@ -92,7 +94,7 @@ def status_for(exc: UpstreamError) -> str:
 
 class GenerationService:
     def __init__(self, settings: Settings, store: GenerationStore, client: PixazoClient,
-                 images: ImageStore) -> None:
+                 images: ImageStore, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.client = client
@@ -104,6 +106,13 @@ class GenerationService:
         self.in_flight = 0
         self.retries = 0
         self.draining = False  # set on SIGTERM: cancellations then mean INTERRUPTED
+        self.limits = CallerLimits(settings.rate_limit_per_minute, settings.daily_limit, store)
+        self.metrics = metrics or Metrics()
+        self.metrics.in_flight.set_function(lambda: self.cap.in_flight)
+        self.metrics.queued.set_function(lambda: self.cap.waiting)
+
+    def _observe(self, gen: Generation) -> None:
+        self.metrics.generation(gen.status, gen.caller)
 
     async def get(self, gen_id: int) -> Generation:
         found = await self.store.get(gen_id)
@@ -134,25 +143,36 @@ class GenerationService:
             extra=dict(extra or {}),
         )
 
-    async def generate(self, request: GenerationRequest) -> Outcome:
+    async def generate(self, request: GenerationRequest, caller: str | None = None) -> Outcome:
         """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens."""
-        pending = await self.store.insert_pending(request.prompt, request.recorded_parameters())
-        call = _Call(pending.id)
+        refusal = await self.limits.admit(caller)
+        if refusal is not None:
+            refused = await self.store.insert_pending(request.prompt, request.recorded_parameters(), caller,
+                                                      status=RATE_LIMITED)
+            refused = await self.store.finish(refused.id, RATE_LIMITED, error=f"{refusal.limit} limit",
+                                              duration_ms=0, attempts=0)
+            self._observe(refused)
+            return Outcome(refused, refusal.message)
+        pending = await self.store.insert_pending(request.prompt, request.recorded_parameters(), caller)
+        call = _Call(pending.id, caller)
         self.in_flight += 1
         try:
-            return await self._generate(request, call)
+            outcome = await self._generate(request, call)
+            self._observe(outcome.generation)
+            return outcome
         except asyncio.CancelledError:
             # The caller went away, or the server is stopping: finish the row even though this task
             # is being cancelled (a shielded scope lets the write complete).
             status, why = ((INTERRUPTED, "the server stopped before this call finished") if self.draining
                            else (CANCELLED, "the caller cancelled the call"))
             with anyio.CancelScope(shield=True):
-                await self.store.finish(call.id, status, error=why, **call.fields())
+                self._observe(await self.store.finish(call.id, status, error=why, **call.fields()))
             raise
         except Exception:
             logger.exception("generation %s failed unexpectedly", call.id)
             with anyio.CancelScope(shield=True):
                 done = await self.store.finish(call.id, EXCEPTION, error="internal error", **call.fields())
+            self._observe(done)
             return Outcome(done, messages.INTERNAL)
         finally:
             self.in_flight -= 1
@@ -174,6 +194,7 @@ class GenerationService:
             try:
                 async with self.cap.slot() as waited:
                     call.queue_s = waited
+                    self.metrics.queue_wait.observe(waited)
                     image_url = await self._call_with_retries(request.upstream_body(), call)
             except QueueTimeoutError:
                 done = await self.store.finish(
@@ -212,9 +233,11 @@ class GenerationService:
         while True:
             call.attempts += 1
             remaining = deadline - time.monotonic()
+            started = time.monotonic()
             try:
-                return await self.client.generate(body, timeout_s=max(0.1, min(s.timeout_s, remaining)))
+                image_url = await self.client.generate(body, timeout_s=max(0.1, min(s.timeout_s, remaining)))
             except UpstreamError as exc:
+                self.metrics.upstream_latency.observe(time.monotonic() - started)
                 if not is_retryable(exc) or call.attempts > s.max_retries:
                     raise
                 retry_after = exc.retry_after if isinstance(exc, UpstreamHTTPError) else None
@@ -224,7 +247,11 @@ class GenerationService:
                 logger.info("generation %s: attempt %d failed (%s); retrying in %.1f s",
                             call.id, call.attempts, status_for(exc), delay)
                 self.retries += 1
+                self.metrics.retries.inc()
                 await asyncio.sleep(delay)
+            else:
+                self.metrics.upstream_latency.observe(time.monotonic() - started)
+                return image_url
 
 
 @dataclass
@@ -232,6 +259,7 @@ class _Call:
     """What one call has done so far, for its row."""
 
     id: int
+    caller: str | None = None
     attempts: int = 0
     queue_s: float | None = None
     started: float = field(default_factory=time.monotonic)

@@ -58,9 +58,22 @@ class Settings(BaseSettings):
         default="thumbnail", description="What pix_generate returns inline besides the link.")
     progress_interval_s: float = Field(default=5.0, gt=0, description="Seconds between progress heartbeats.")
 
+    auth_tokens: SecretStr | None = Field(default=None, description="Comma list of name:token pairs.")
+    auth_tokens_file: Path | None = Field(default=None, description="File with one name:token a line.")
+    allow_anonymous: bool = Field(default=False, description="Serve without tokens on a non-loopback bind.")
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, description="Calls per caller per minute.")
+    daily_limit: int | None = Field(default=None, ge=1, description="Generations per caller per UTC day.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host headers accepted on /mcp (empty: loopback names only).")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origin headers accepted on /mcp (empty: loopback origins only).")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="auto: JSON lines unless stdout is a terminal.")
+    log_prompt_chars: int = Field(default=80, ge=0, description="Longest prompt excerpt written to a log line.")
+
     demo: bool = Field(default=False, description="Serve against the built-in Pixazo simulator.")
 
-    @field_validator("allowed_image_hosts", mode="before")
+    @field_validator("allowed_image_hosts", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return comma_list(value)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from app.images import ImageStore
+from app.metrics import Metrics
 from app.pixazo import PixazoClient
 from app.service import GenerationService
 from app.settings import Settings
@@ -52,6 +53,6 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             client = PixazoClient(http, settings.base_url, settings.api_key, timeout)
             images = ImageStore(settings.image_dir, http, settings.allowed_image_hosts,
                                 settings.max_image_bytes, timeout)
-            yield AppState(settings, http, store, GenerationService(settings, store, client, images))
+            yield AppState(settings, http, store, GenerationService(settings, store, client, images, Metrics()))
     finally:
         await store.close()

@@ -53,6 +53,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE generations ADD COLUMN attempts INTEGER;
     ALTER TABLE generations ADD COLUMN queue_ms INTEGER;
     """,
+    # 4: who asked (the caller's token name; NULL when anonymous).
+    """
+    ALTER TABLE generations ADD COLUMN caller TEXT;
+    CREATE INDEX generations_caller_id ON generations (caller, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -84,6 +89,7 @@ class Generation:
     image_mime: str | None = None
     attempts: int | None = None
     queue_ms: int | None = None
+    caller: str | None = None
 
     @property
     def resource_uri(self) -> str | None:
@@ -98,7 +104,7 @@ class Generation:
             duration_ms=row["duration_ms"], finished_at=row["finished_at"],
             image_path=row.get("image_path"), image_bytes=row.get("image_bytes"),
             image_sha256=row.get("image_sha256"), image_mime=row.get("image_mime"),
-            attempts=row.get("attempts"), queue_ms=row.get("queue_ms"),
+            attempts=row.get("attempts"), queue_ms=row.get("queue_ms"), caller=row.get("caller"),
         )
 
     def public(self) -> dict[str, Any]:
@@ -109,7 +115,7 @@ class Generation:
             "error": self.error, "http_status": self.http_status, "duration_ms": self.duration_ms,
             "finished_at": self.finished_at, "resource_uri": self.resource_uri,
             "image_mime": self.image_mime, "image_bytes": self.image_bytes, "image_sha256": self.image_sha256,
-            "attempts": self.attempts,
+            "attempts": self.attempts, "caller": self.caller,
         }
 
 
@@ -186,17 +192,19 @@ class GenerationStore:
         await self._conn.commit()
         return cur.rowcount
 
-    async def insert_pending(self, prompt: str, parameters: dict[str, Any]) -> Generation:
+    async def insert_pending(self, prompt: str, parameters: dict[str, Any], caller: str | None = None,
+                             status: str = PENDING) -> Generation:
         created = utc_now()
         params_json = json.dumps(parameters, ensure_ascii=False, sort_keys=True)
         cur = await self._conn.execute(
-            "INSERT INTO generations (timestamp, prompt, parameters_json, status) VALUES (?, ?, ?, ?)",
-            (created, prompt, params_json, PENDING),
+            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller) VALUES (?, ?, ?, ?, ?)",
+            (created, prompt, params_json, status, caller),
         )
         await self._conn.commit()
         if cur.lastrowid is None:  # pragma: no cover - SQLite always sets it after an INSERT
             raise RuntimeError("INSERT returned no row id")
-        return Generation(cur.lastrowid, created, prompt, parameters, None, PENDING, None, None, None, None)
+        return Generation(cur.lastrowid, created, prompt, parameters, None, status, None, None, None, None,
+                          caller=caller)
 
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
                      error: str | None = None, http_status: int | None = None,
@@ -230,7 +238,7 @@ class GenerationStore:
         return int(row[0]) if row else 0
 
     async def page(self, *, limit: int = 20, status: str | None = None, query: str | None = None,
-                   before_id: int | None = None) -> list[Generation]:
+                   before_id: int | None = None, caller: str | None = None) -> list[Generation]:
         """Newest first. A query uses the FTS index in rowid order, so it stays fast on large tables."""
         where: list[str] = []
         args: list[Any] = []
@@ -245,6 +253,9 @@ class GenerationStore:
         if status is not None:
             where.append("g.status = ?")
             args.append(status)
+        if caller is not None:
+            where.append("g.caller = ?")
+            args.append(caller)
         if before_id is not None:
             where.append(f"{id_col} < ?")
             args.append(before_id)
@@ -255,3 +266,12 @@ class GenerationStore:
         async with self._conn.execute(sql, args) as cur:
             found = await cur.fetchall()
         return [Generation.from_row(dict(r)) for r in found]
+
+    async def count_since(self, caller: str | None, since: str, exclude_status: str) -> int:
+        """Calls by one caller since an ISO timestamp (for daily limits after a restart)."""
+        async with self._conn.execute(
+            "SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ? AND status != ?",
+            (caller, since, exclude_status),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

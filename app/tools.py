@@ -14,6 +14,9 @@ from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from app import __version__
+from app.auth import current_caller
+from app.calllog import CALL_INFO
 from app.errors import NotFoundError
 from app.images import THUMB_MIME
 from app.pixazo import SDXL_LIMITS, Limit
@@ -62,6 +65,8 @@ class GenerationRecord(BaseModel):
     image_mime: str | None
     image_bytes: int | None
     image_sha256: str | None
+    attempts: int | None = Field(default=None, description="Attempts at Pixazo (retries included).")
+    caller: str | None = Field(default=None, description="Who asked (the caller's token name; null if anonymous).")
 
 
 class GenerationPage(BaseModel):
@@ -198,8 +203,11 @@ async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], prompt: st
     async with anyio.create_task_group() as tg:
         await progress.report("Generating with Pixazo")
         tg.start_soon(progress.heartbeat)
-        outcome = await service.generate(request)
+        outcome = await service.generate(request, current_caller())
         tg.cancel_scope.cancel()
+    if (info := CALL_INFO.get()) is not None:
+        info.status, info.attempts = outcome.generation.status, outcome.generation.attempts
+        info.generation_id = outcome.generation.id
     await progress.report(f"Finished: {outcome.generation.status}")
     return await generation_result(outcome, state)
 
@@ -251,10 +259,11 @@ async def list_generations(
     status: Annotated[str | None, Field(description="Only this status, e.g. SUCCESS or HTTP_429.")] = None,
     query: Annotated[str | None, Field(max_length=500, description="Words the prompt must contain.")] = None,
     before_id: Annotated[int | None, Field(ge=1, description="Only ids below this (for paging).")] = None,
+    caller: Annotated[str | None, Field(max_length=64, description="Only this caller's generations.")] = None,
 ) -> GenerationPage:
-    """List recorded generations, newest first, optionally filtered by status or prompt words."""
+    """List recorded generations, newest first, optionally filtered by status, caller or prompt words."""
     store = state_of(ctx).store
-    found = await store.page(limit=limit, status=status, query=query, before_id=before_id)
+    found = await store.page(limit=limit, status=status, query=query, before_id=before_id, caller=caller)
     records = [GenerationRecord.model_validate(g.public()) for g in found]
     return GenerationPage(generations=records,
                           next_before_id=records[-1].id if len(records) == limit else None)
@@ -270,6 +279,43 @@ async def get_generation(ctx: Context, id: Annotated[int, Field(ge=1, descriptio
     return GenerationRecord.model_validate(gen.public())
 
 
+class LimitState(BaseModel):
+    limit: int
+    remaining: int
+    resets_in_s: float
+
+
+class StatusResult(BaseModel):
+    """What the server can tell a caller about itself and the caller's allowance."""
+
+    caller: str | None = Field(description="Your caller name (null when the server runs without tokens).")
+    per_minute: LimitState | None = Field(description="Your per-minute allowance; null when unlimited.")
+    daily: LimitState | None = Field(description="Your allowance for this UTC day; null when unlimited.")
+    breaker: str = Field(description="closed (normal), open (Pixazo failing, calls paused) or half_open.")
+    breaker_retry_in_s: float = Field(description="Seconds until calls are tried again, when open.")
+    api_key_configured: bool = Field(description="Whether the server has a Pixazo key.")
+    calls_in_flight: int
+    calls_queued: int
+    version: str
+
+
+async def pix_status(ctx: Context) -> StatusResult:
+    """Your remaining limits, whether Pixazo is reachable (the circuit breaker) and whether the server
+    has a Pixazo key. Cheap: call it before a batch of generations."""
+    service = state_of(ctx).service
+    caller = current_caller()
+    remaining = await service.limits.remaining(caller)
+    minute, daily = remaining.get("per_minute"), remaining.get("daily")
+    return StatusResult(
+        caller=caller,
+        per_minute=LimitState.model_validate(minute) if minute else None,
+        daily=LimitState.model_validate(daily) if daily else None,
+        breaker=service.breaker.state, breaker_retry_in_s=round(service.breaker.retry_in(), 1),
+        api_key_configured=service.client.has_key, calls_in_flight=service.cap.in_flight,
+        calls_queued=service.cap.waiting, version=__version__,
+    )
+
+
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                             open_world_hint=False)
 
@@ -281,4 +327,6 @@ def all_tools(settings: Settings) -> list[Tool]:
                            annotations=READ_ONLY.model_copy(update={"title": "List generations"})),
         Tool.from_function(get_generation, title="Get a generation",
                            annotations=READ_ONLY.model_copy(update={"title": "Get a generation"})),
+        Tool.from_function(pix_status, title="Server and quota status",
+                           annotations=READ_ONLY.model_copy(update={"title": "Server and quota status"})),
     ]

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,6 +16,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 
 from app import __version__
+from app.auth import TeamTokenVerifier, check_exposure, load_tokens
 from app.server import Runtime, build_server
 from app.settings import Settings
 from app.simulator import Simulator
@@ -27,17 +29,32 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """DNS-rebinding protection: loopback names by default (a foreign Host gets 421, Origin 403)."""
+    """DNS-rebinding protection: a foreign Host gets 421, a foreign Origin 403.
+
+    Loopback names unless PIXAZO_ALLOWED_HOSTS / PIXAZO_ALLOWED_ORIGINS say otherwise; a bare host
+    name also admits it with any port.
+    """
+    hosts = list(LOOPBACK_HOSTS)
+    if settings.allowed_hosts:
+        hosts = []
+        for host in settings.allowed_hosts:
+            hosts.append(host)
+            if ":" not in host.replace("[", "").replace("]", "") or host.endswith("]"):
+                hosts.append(f"{host}:*")
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=list(LOOPBACK_HOSTS),
-        allowed_origins=list(LOOPBACK_ORIGINS),
+        allowed_hosts=hosts,
+        allowed_origins=list(settings.allowed_origins) or list(LOOPBACK_ORIGINS),
     )
 
 
 def create_app(settings: Settings) -> Starlette:
+    """The whole server. Raises ConfigError when the settings would expose it unsafely."""
+    tokens = load_tokens(settings)
+    notice = check_exposure(settings, tokens)
+    verifier = TeamTokenVerifier(tokens) if tokens else None
     runtime = Runtime()
-    mcp = build_server(settings, runtime)
+    mcp = build_server(settings, runtime, verifier)
     security = transport_security(settings)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
                                       host=settings.host)
@@ -59,6 +76,10 @@ def create_app(settings: Settings) -> Starlette:
                 logger.warning("PIXAZO_API_KEY is not set: pix_generate will fail until it is")
             runtime.state = await stack.enter_async_context(open_state(effective))
             await stack.enter_async_context(mcp.session_manager.run())
+            if notice:
+                logger.warning(notice)
+            else:
+                logger.info("bearer tokens required; %d caller(s) configured", len(tokens))
             logger.info("pixazo-mcp %s ready", __version__)
             yield {}
             runtime.state = None
@@ -85,7 +106,29 @@ def create_app(settings: Settings) -> Starlette:
             body["api_key_configured"] = service.client.has_key
         return JSONResponse(body, status_code=200 if db_ok and not draining else 503)
 
+    async def authorized(request: Request) -> bool:
+        if verifier is None:
+            return True
+        return await verifier.caller_for_header(request.headers.get("authorization")) is not None
+
+    def unauthorized() -> Response:
+        return JSONResponse({"error": "invalid_token", "error_description": "Authentication required"},
+                            status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    async def metrics(request: Request) -> Response:
+        if not await authorized(request):
+            return unauthorized()
+        state = runtime.state
+        if state is None:
+            return PlainTextResponse("not ready", status_code=503)
+        service = state.service
+        service.metrics.breaker.state(service.breaker.state)
+        service.metrics.breaker_failures.set(service.breaker.failures)
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     async def image(request: Request) -> Response:
+        if not await authorized(request):
+            return unauthorized()
         state = runtime.state
         raw = request.path_params["id"]
         if state is None or not raw.isdigit() or len(raw) > 18:
@@ -102,6 +145,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/images/{id}", image, methods=["GET"]),
         # The legacy HTTP+SSE transport: its sub-app matches the full paths itself.
         Route("/sse", endpoint=sse_app, methods=["GET"]),
@@ -110,4 +154,6 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.secrets = [*tokens.values(), *(
+        [settings.api_key.get_secret_value()] if settings.api_key is not None else [])]
     return app

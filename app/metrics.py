@@ -1,0 +1,34 @@
+"""Prometheus metrics, on a registry of our own (one per app, so tests and processes never share)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180)
+QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.generations = Counter("pixazo_generations", "Finished pix_generate calls, by status and caller.",
+                                   ["status", "caller"], registry=self.registry)
+        self.upstream_latency = Histogram("pixazo_upstream_latency_seconds",
+                                          "Time of each attempt at Pixazo's gateway.", buckets=LATENCY_BUCKETS,
+                                          registry=self.registry)
+        self.queue_wait = Histogram("pixazo_queue_wait_seconds", "Time calls waited for a slot to call Pixazo.",
+                                    buckets=QUEUE_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("pixazo_calls_in_flight", "Calls holding a slot to call Pixazo.",
+                               registry=self.registry)
+        self.queued = Gauge("pixazo_calls_queued", "Calls waiting for a slot.", registry=self.registry)
+        self.retries = Counter("pixazo_retries", "Retried attempts at Pixazo.", registry=self.registry)
+        self.breaker = Enum("pixazo_breaker_state", "Circuit breaker state.",
+                            states=["closed", "half_open", "open"], registry=self.registry)
+        self.breaker_failures = Gauge("pixazo_breaker_consecutive_failures",
+                                      "Consecutive gateway failures counted by the breaker.", registry=self.registry)
+
+    def generation(self, status: str, caller: str | None) -> None:
+        self.generations.labels(status=status, caller=caller or "anonymous").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
