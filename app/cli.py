@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.settings import Settings
 
@@ -24,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.demo:
         overrides["demo"] = True
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings.load(**overrides)
     try:
         app = create_app(settings)
     except ConfigError as exc:
@@ -44,6 +46,19 @@ def _simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from app.backup import backup
+
+    source = args.db or Settings.load().db_path
+    try:
+        count = backup(Path(source), Path(args.dest))
+    except (OSError, RuntimeError, sqlite3.Error) as exc:
+        print(f"pixazo-mcp backup: {exc}", file=sys.stderr)
+        return 1
+    print(f"backed up {count} generations from {source} to {args.dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixazo-mcp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--latency", type=float, default=2.0, help="seconds per generation")
     sim.add_argument("--api-key", default=None, help="the only key it accepts (default: any)")
     sim.set_defaults(func=_simulator)
+    bak = sub.add_parser("backup", help="copy the database consistently while the server runs")
+    bak.add_argument("dest", help="file (or directory) to write the copy to")
+    bak.add_argument("--db", default=None, help="database to copy (default: PIXAZO_DB_PATH)")
+    bak.set_defaults(func=_backup)
     return parser
 
 

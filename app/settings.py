@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -72,6 +73,18 @@ class Settings(BaseSettings):
     log_prompt_chars: int = Field(default=80, ge=0, description="Longest prompt excerpt written to a log line.")
 
     demo: bool = Field(default=False, description="Serve against the built-in Pixazo simulator.")
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Settings from the environment, a .env file, and a secrets directory (one file per variable,
+        named like it: PIXAZO_API_KEY, PIXAZO_AUTH_TOKENS), the container-secret form.
+
+        The directory is PIXAZO_SECRETS_DIR, else /run/secrets when it exists. The environment wins.
+        """
+        secrets_dir = os.environ.get("PIXAZO_SECRETS_DIR", "/run/secrets")
+        if Path(secrets_dir).is_dir():
+            overrides["_secrets_dir"] = secrets_dir
+        return cls(**overrides)
 
     @field_validator("allowed_image_hosts", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod

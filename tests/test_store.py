@@ -5,6 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from app.settings import Settings
 from app.store import SCHEMA_VERSION, GenerationStore
 
 
@@ -50,3 +53,17 @@ async def test_reopening_does_not_migrate_twice(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == 2
+
+
+def test_secrets_can_come_from_a_directory_of_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "PIXAZO_API_KEY").write_text("key-from-a-secret-file")
+    (tmp_path / "PIXAZO_AUTH_TOKENS").write_text("alice:token-from-a-secret-file")
+    monkeypatch.setenv("PIXAZO_SECRETS_DIR", str(tmp_path))
+    monkeypatch.delenv("PIXAZO_API_KEY", raising=False)
+    monkeypatch.delenv("PIXAZO_AUTH_TOKENS", raising=False)
+    settings = Settings.load(_env_file=None)
+    assert settings.api_key is not None
+    assert settings.api_key.get_secret_value() == "key-from-a-secret-file"
+    assert settings.auth_tokens is not None
+    assert settings.auth_tokens.get_secret_value() == "alice:token-from-a-secret-file"
+    assert "key-from-a-secret-file" not in repr(settings)

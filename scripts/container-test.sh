@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the image with podman from a locally bootstrapped Debian base, runs it with a volume and a
+# secrets directory, waits for its health check, generates an image through the container's /mcp
+# with the SDK client (demo mode: the simulator runs inside the container), restarts the container
+# and finds the row and the image still there, then removes everything it made.
+#
+# Needs root (rootful podman) and Debian's packages; it installs podman if missing. The base image
+# is cached in $PIXAZO_PODMAN_DIR (default /var/cache/pixazo-mcp-podman) between runs.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python3}"
+DIR="${PIXAZO_PODMAN_DIR:-/var/cache/pixazo-mcp-podman}"
+BASE=localhost/pixazo-python-base:bookworm
+IMAGE=localhost/pixazo-mcp:test
+NAME="pixazo-ct-$$"
+VOLUME="pixazo-ct-data-$$"
+TOKEN="ct-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+log() { echo "container-test: $*"; }
+
+if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null || ! command -v runc >/dev/null; then
+  log "installing podman and debootstrap"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc fuse-overlayfs slirp4netns debootstrap uidmap >/dev/null
+fi
+
+mkdir -p "$DIR"
+cat >"$DIR/storage.conf" <<CONF
+[storage]
+driver = "overlay"
+runroot = "$DIR/run"
+graphroot = "$DIR/storage"
+CONF
+cat >"$DIR/containers.conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+export CONTAINERS_STORAGE_CONF="$DIR/storage.conf" CONTAINERS_CONF="$DIR/containers.conf"
+
+WORK="$(mktemp -d)"
+cleanup() {
+  podman rm -f "$NAME" >/dev/null 2>&1 || true
+  podman volume rm -f "$VOLUME" >/dev/null 2>&1 || true
+  podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! podman image exists "$BASE"; then
+  if ! podman image exists localhost/debian:bookworm; then
+    log "bootstrapping a Debian bookworm root file system"
+    rm -rf "$DIR/rootfs"
+    debootstrap --variant=minbase bookworm "$DIR/rootfs" http://deb.debian.org/debian >"$DIR/debootstrap.log" 2>&1
+    tar -C "$DIR/rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' \
+      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - localhost/debian:bookworm >/dev/null
+    rm -rf "$DIR/rootfs"
+  fi
+  log "building the Python base image"
+  mkdir -p "$WORK/base/certs"
+  # A machine behind an intercepting HTTPS proxy trusts extra CAs; the base must too (decided here,
+  # at build time, never in the project's Dockerfile).
+  cp /usr/local/share/ca-certificates/*.crt "$WORK/base/certs/" 2>/dev/null || true
+  cat >"$WORK/base/Dockerfile" <<'BASEFILE'
+FROM localhost/debian:bookworm
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      python3 python3-venv python3-pip ca-certificates curl && rm -rf /var/lib/apt/lists/*
+COPY certs/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+BASEFILE
+  podman build --format docker --network host -t "$BASE" "$WORK/base" >"$DIR/base-build.log" 2>&1 \
+    || { tail -30 "$DIR/base-build.log"; exit 1; }
+fi
+
+log "building $IMAGE"
+podman build --format docker --network host --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" "$ROOT" \
+  >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
+
+PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+mkdir -p "$WORK/secrets"
+# The tokens arrive as a secret file (PIXAZO_AUTH_TOKENS in the secrets directory), not the environment.
+printf 'ci:%s' "$TOKEN" >"$WORK/secrets/PIXAZO_AUTH_TOKENS"
+chmod 0644 "$WORK/secrets/"*
+podman volume create "$VOLUME" >/dev/null
+
+start() {
+  podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" -v "$VOLUME:/data" \
+    -v "$WORK/secrets:/run/secrets:ro" "$IMAGE" serve --host 0.0.0.0 --demo >/dev/null 2>>"$WORK/podman.log"
+}
+wait_healthy() {
+  for _ in $(seq 1 150); do
+    if podman healthcheck run "$NAME" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "the container did not become healthy"; podman logs "$NAME" | tail -30; return 1
+}
+
+log "starting the container"
+start
+wait_healthy
+[ "$(podman inspect --format '{{.Config.User}}' "$NAME")" = "10001:10001" ] || { log "not running as the non-root user"; exit 1; }
+"$PY" "$ROOT/scripts/container_client.py" generate "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/generated.json"
+
+log "restarting the container"
+podman restart -t 10 "$NAME" >/dev/null 2>>"$WORK/podman.log"
+wait_healthy
+"$PY" "$ROOT/scripts/container_client.py" verify "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/generated.json"
+podman stop -t 10 "$NAME" >/dev/null
+log "ok"
