@@ -89,7 +89,7 @@ chmod 0644 "$WORK/secrets/"*
 podman volume create "$VOLUME" >/dev/null
 
 start() {
-  podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" -v "$VOLUME:/data" \
+  podman run -d --name "$NAME" --read-only --tmpfs /tmp -p "127.0.0.1:$PORT:8000" -v "$VOLUME:/data" \
     -v "$WORK/secrets:/run/secrets:ro" "$IMAGE" serve --host 0.0.0.0 --demo >/dev/null 2>>"$WORK/podman.log"
 }
 wait_healthy() {

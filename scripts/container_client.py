@@ -17,7 +17,8 @@ from mcp.client.streamable_http import streamable_http_client
 async def main(mode: str, url: str, token: str, state_file: Path) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)) as http:
-        unauthorized = await httpx2.AsyncClient().post(url + "/mcp", json={})
+        async with httpx2.AsyncClient() as anonymous:
+            unauthorized = await anonymous.post(url + "/mcp", json={})
         assert unauthorized.status_code == 401, unauthorized.status_code
         async with Client(streamable_http_client(url + "/mcp", http_client=http)) as client:
             if mode == "generate":
