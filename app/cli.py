@@ -59,6 +59,12 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from app.bench import run
+
+    return asyncio.run(run(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixazo-mcp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--latency", type=float, default=2.0, help="seconds per generation")
     sim.add_argument("--api-key", default=None, help="the only key it accepts (default: any)")
     sim.set_defaults(func=_simulator)
+    bench = sub.add_parser("bench", help="measure throughput and overhead against a minimal reference server")
+    bench.add_argument("--calls", type=int, default=600, help="calls in all (N)")
+    bench.add_argument("--concurrency", type=int, default=300, help="calls in flight at once (C)")
+    bench.add_argument("--sessions", type=int, default=4, help="MCP client sessions the calls are spread over (S)")
+    bench.add_argument("--latency", type=float, default=1.0, help="simulated Pixazo latency in seconds")
+    bench.add_argument("--json", default=None, help="also write the results as JSON to this path")
+    bench.add_argument("--url", default=None, help="benchmark a running server instead (its /mcp base URL)")
+    bench.add_argument("--token", default=None, help="bearer token for --url")
+    bench.add_argument("--sweep", default=None, help="comma list of concurrencies to run in turn (for a chart)")
+    bench.add_argument("--chart", default=None, help="write a PNG chart here (needs the 'bench' extra)")
+    bench.add_argument("--no-reference", action="store_true", help="skip the reference server")
+    bench.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="extra setting for our server, e.g. PIXAZO_INLINE_IMAGE=none (repeatable)")
+    bench.set_defaults(func=_bench)
+
     bak = sub.add_parser("backup", help="copy the database consistently while the server runs")
     bak.add_argument("dest", help="file (or directory) to write the copy to")
     bak.add_argument("--db", default=None, help="database to copy (default: PIXAZO_DB_PATH)")

@@ -12,7 +12,8 @@ import hashlib
 import io
 import ipaddress
 import os
-import uuid
+import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -41,6 +42,7 @@ class StoredImage:
     size: int
     sha256: str
     mime: str
+    thumbnail: bytes | None = None  # made in the same pass when the caller will want it
 
 
 def _is_loopback(host: str) -> bool:
@@ -78,48 +80,54 @@ def check_url(url: str, patterns: list[str]) -> None:
     raise DownloadError(f"the image URL uses {parts.scheme or 'no'} scheme; only https is allowed")
 
 
-def _identify(data: bytes) -> tuple[str, str]:
-    """(mime, extension) from the bytes themselves, whatever the server's Content-Type said."""
+def _decode(data: bytes) -> tuple[Image.Image, str, str]:
+    """Decode the bytes fully (which checks them) and tell (image, mime, extension) from what they
+    are, whatever the server's Content-Type said."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = img.format or ""
-            img.verify()
+        img = Image.open(io.BytesIO(data))
+        fmt = img.format or ""
+        if fmt not in ALLOWED_FORMATS:
+            raise DownloadError(f"the downloaded file is a {fmt} image, which is not accepted")
+        img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise DownloadError("the downloaded file is not an image") from None
-    if fmt not in ALLOWED_FORMATS:
-        raise DownloadError(f"the downloaded file is a {fmt} image, which is not accepted")
-    return ALLOWED_FORMATS[fmt]
+    mime, ext = ALLOWED_FORMATS[fmt]
+    return img, mime, ext
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+_tmp_names = itertools.count()
+STORED_NAME = re.compile(r"[0-9]{1,18}-[0-9a-f]{16}(\.thumb)?\.(png|jpg|webp)")
+
+
+def _write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Temporary file, fsync (for images; a thumbnail is a cache and can be made again), rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_tmp_names)}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
-def make_thumbnail(data: bytes) -> bytes:
+def make_thumbnail(source: bytes | Image.Image) -> bytes:
     """A JPEG at most THUMB_MAX_SIDE px on its long side and at most THUMB_MAX_BYTES."""
-    with Image.open(io.BytesIO(data)) as img:
-        rgb = img.convert("RGB")
+    if isinstance(source, Image.Image):
+        rgb = source.convert("RGB")
+    else:
+        with Image.open(io.BytesIO(source)) as img:
+            rgb = img.convert("RGB")
     side = THUMB_MAX_SIDE
     while True:
         thumb = rgb.copy()
         thumb.thumbnail((side, side))
-        for quality in (85, 70, 55, 40):
+        for quality in (80, 65, 50, 35):
             out = io.BytesIO()
-            thumb.save(out, format="JPEG", quality=quality, optimize=True)
+            thumb.save(out, format="JPEG", quality=quality)
             if out.tell() <= THUMB_MAX_BYTES:
                 return out.getvalue()
         side //= 2
@@ -139,14 +147,15 @@ class ImageStore:
         self._allowed.append(pattern)
 
     def path_of(self, name: str) -> Path:
-        path = (self.root / name).resolve()
-        if path.parent != self.root.resolve():
+        # Names come from our own rows, but check the shape anyway: nothing outside root, ever.
+        if not STORED_NAME.fullmatch(name):
             raise DownloadError("invalid stored image name")
-        return path
+        return self.root / name
 
-    async def download(self, url: str, gen_id: int) -> StoredImage:
+    async def download(self, url: str, gen_id: int, *, with_thumbnail: bool = False) -> StoredImage:
         data = await self._fetch(url)
-        return await asyncio.to_thread(self._store, data, gen_id)
+        # One trip to a worker thread for everything that touches the bytes or the disk.
+        return await asyncio.to_thread(self._store, data, gen_id, with_thumbnail)
 
     async def _fetch(self, url: str) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
@@ -175,12 +184,20 @@ class ImageStore:
                 raise DownloadError(f"the image download failed ({type(exc).__name__})") from None
         raise DownloadError("the image host redirected too many times")
 
-    def _store(self, data: bytes, gen_id: int) -> StoredImage:
-        mime, ext = _identify(data)
+    def _store(self, data: bytes, gen_id: int, with_thumbnail: bool) -> StoredImage:
+        img, mime, ext = _decode(data)
         digest = hashlib.sha256(data).hexdigest()
         name = f"{gen_id}-{digest[:16]}{ext}"
         _write_atomic(self.root / name, data)
-        return StoredImage(name=name, size=len(data), sha256=digest, mime=mime)
+        thumb = None
+        if with_thumbnail:
+            thumb = make_thumbnail(img)
+            _write_atomic(self._thumb_path(name), thumb, durable=False)
+        img.close()
+        return StoredImage(name=name, size=len(data), sha256=digest, mime=mime, thumbnail=thumb)
+
+    def _thumb_path(self, name: str) -> Path:
+        return self.root / (name.rsplit(".", 1)[0] + ".thumb.jpg")
 
     async def read(self, name: str) -> bytes:
         return await asyncio.to_thread(self.path_of(name).read_bytes)
@@ -191,9 +208,10 @@ class ImageStore:
 
     def _thumbnail(self, name: str) -> bytes:
         source = self.path_of(name)
-        thumb = source.with_name(source.stem + ".thumb.jpg")
-        if thumb.exists():
+        thumb = self._thumb_path(name)
+        try:
             return thumb.read_bytes()
-        data = make_thumbnail(source.read_bytes())
-        _write_atomic(thumb, data)
-        return data
+        except FileNotFoundError:
+            data = make_thumbnail(source.read_bytes())
+            _write_atomic(thumb, data, durable=False)
+            return data

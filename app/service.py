@@ -78,6 +78,7 @@ class Outcome:
     error_message: str | None = None
     # Set when the image was made but could not be kept: why, for the caller.
     download_problem: str | None = None
+    thumbnail: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -218,13 +219,14 @@ class GenerationService:
             if not verdict:
                 self.breaker.release_probe(probe)
         try:
-            stored = await self.images.download(image_url, call.id)
+            stored = await self.images.download(image_url, call.id,
+                                                with_thumbnail=self.settings.inline_image == "thumbnail")
         except DownloadError as exc:
             done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=str(exc),
                                            **call.fields())
             return Outcome(done, download_problem=str(exc))
         done = await self.store.finish(call.id, SUCCESS, image_url=image_url, image=stored, **call.fields())
-        return Outcome(done)
+        return Outcome(done, thumbnail=stored.thumbnail)
 
     async def _call_with_retries(self, body: dict[str, Any], call: _Call) -> str:
         """Retries only where Pixazo surely made no image, within one overall deadline."""

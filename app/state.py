@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +44,10 @@ def http_session(settings: Settings) -> aiohttp.ClientSession:
 
 @asynccontextmanager
 async def open_state(settings: Settings) -> AsyncIterator[AppState]:
+    # Image writes (fsync) and thumbnails run in worker threads: give them enough that a crowd of
+    # calls finishing together does not queue behind a handful of fsyncs.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=max(32, settings.max_concurrency // 4), thread_name_prefix="pixazo-io"))
     store = await GenerationStore.open(settings.db_path)
     try:
         interrupted = await store.mark_interrupted()

@@ -147,7 +147,9 @@ class GenerationStore:
     @classmethod
     async def open(cls, path: Path) -> GenerationStore:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path)
+        # Autocommit: each statement is its own transaction, so a write is one trip to the
+        # connection's thread instead of two (execute, then commit).
+        conn = await aiosqlite.connect(path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
         try:
             await conn.execute("PRAGMA journal_mode=WAL")
@@ -189,7 +191,6 @@ class GenerationStore:
             "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ?",
             (INTERRUPTED, "the server stopped before this call finished", utc_now(), PENDING),
         )
-        await self._conn.commit()
         return cur.rowcount
 
     async def insert_pending(self, prompt: str, parameters: dict[str, Any], caller: str | None = None,
@@ -200,7 +201,6 @@ class GenerationStore:
             "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller) VALUES (?, ?, ?, ?, ?)",
             (created, prompt, params_json, status, caller),
         )
-        await self._conn.commit()
         if cur.lastrowid is None:  # pragma: no cover - SQLite always sets it after an INSERT
             raise RuntimeError("INSERT returned no row id")
         return Generation(cur.lastrowid, created, prompt, parameters, None, status, None, None, None, None,
@@ -210,19 +210,19 @@ class GenerationStore:
                      error: str | None = None, http_status: int | None = None,
                      duration_ms: int | None = None, image: StoredImageInfo | None = None,
                      attempts: int | None = None, queue_ms: int | None = None) -> Generation:
-        await self._conn.execute(
+        # One trip to the connection's thread: the update and the finished row together.
+        found = await self._conn.execute_fetchall(
             "UPDATE generations SET status = ?, image_url = ?, error = ?, http_status = ?,"
             " duration_ms = ?, finished_at = ?, image_path = ?, image_bytes = ?, image_sha256 = ?,"
-            " image_mime = ?, attempts = ?, queue_ms = ? WHERE id = ?",
+            " image_mime = ?, attempts = ?, queue_ms = ? WHERE id = ? RETURNING *",
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
              image.sha256 if image else None, image.mime if image else None, attempts, queue_ms, gen_id),
         )
-        await self._conn.commit()
-        found = await self.get(gen_id)
-        if found is None:  # pragma: no cover - rows are never deleted
+        rows = list(found)
+        if not rows:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
-        return found
+        return Generation.from_row(dict(rows[0]))
 
     async def get(self, gen_id: int) -> Generation | None:
         async with self._conn.execute("SELECT * FROM generations WHERE id = ?", (gen_id,)) as cur:

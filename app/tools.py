@@ -183,7 +183,8 @@ async def generation_result(outcome: Outcome, state: AppState) -> CallToolResult
                                 size=gen.image_bytes))
     if gen.image_path and state.settings.inline_image != "none":
         if state.settings.inline_image == "thumbnail":
-            data, mime = await state.service.images.thumbnail(gen.image_path), THUMB_MIME
+            data = outcome.thumbnail or await state.service.images.thumbnail(gen.image_path)
+            mime = THUMB_MIME
         else:
             data, mime = await state.service.images.read(gen.image_path), gen.image_mime or "image/png"
         content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime))
@@ -199,17 +200,26 @@ async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], prompt: st
         prompt, negative_prompt=negative_prompt, width=width, height=height, num_steps=num_steps,
         guidance_scale=guidance_scale, seed=seed, extra=extra_arguments,
     )
-    progress = _Progress(ctx, state.settings.progress_interval_s)
-    async with anyio.create_task_group() as tg:
-        await progress.report("Generating with Pixazo")
-        tg.start_soon(progress.heartbeat)
+    if not _wants_progress(ctx):
         outcome = await service.generate(request, current_caller())
-        tg.cancel_scope.cancel()
+    else:
+        progress = _Progress(ctx, state.settings.progress_interval_s)
+        async with anyio.create_task_group() as tg:
+            await progress.report("Generating with Pixazo")
+            tg.start_soon(progress.heartbeat)
+            outcome = await service.generate(request, current_caller())
+            tg.cancel_scope.cancel()
+        await progress.report(f"Finished: {outcome.generation.status}")
     if (info := CALL_INFO.get()) is not None:
         info.status, info.attempts = outcome.generation.status, outcome.generation.attempts
         info.generation_id = outcome.generation.id
-    await progress.report(f"Finished: {outcome.generation.status}")
     return await generation_result(outcome, state)
+
+
+def _wants_progress(ctx: Context) -> bool:
+    """Whether the caller sent a progress token (without one, no heartbeat task is worth starting)."""
+    meta: Any = ctx.request_context.meta
+    return bool(meta) and (meta.get("progress_token") is not None or meta.get("progressToken") is not None)
 
 
 class _Progress:

@@ -1,0 +1,260 @@
+"""`pixazo-mcp bench`: throughput and overhead, measured side by side with a minimal reference server.
+
+Starts the simulator at a fixed latency and the servers as real processes on loopback, drives them
+with the MCP SDK's client (S sessions, C calls in flight, N calls), and reports wall time against
+the ideal (N / C x latency), throughput, the latency each server adds over the simulated one, its
+CPU time per call, its peak RSS, and the rows it wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    server: str
+    calls: int
+    concurrency: int
+    sessions: int
+    latency_s: float
+    wall_s: float
+    ideal_s: float
+    throughput: float
+    added_p50_ms: float
+    added_p95_ms: float
+    added_p99_ms: float
+    cpu_ms_per_call: float | None
+    peak_rss_mb: float | None
+    errors: int
+    rows: int | None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx2.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}")
+            with suppress(httpx2.HTTPError):
+                await http.get(url, timeout=1)
+                return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{what} did not start")
+
+
+@asynccontextmanager
+async def _process(argv: list[str], env: dict[str, str], probe: str, what: str) -> Any:
+    proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL,  # noqa: S603, ASYNC220
+                            stderr=subprocess.DEVNULL)
+    try:
+        await _wait_for(probe, proc, what)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def drive(url: str, calls: int, concurrency: int, sessions: int,
+                token: str | None = None) -> tuple[list[float], int, float]:
+    """N calls, C at once, spread over S SDK client sessions. Returns (latencies, errors, wall)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    errors = 0
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(sessions):
+            http = await stack.enter_async_context(httpx2.AsyncClient(
+                headers=headers, limits=limits, timeout=httpx2.Timeout(60, read=600)))
+            client = await stack.enter_async_context(Client(streamable_http_client(url + "/mcp", http_client=http)))
+            await client.list_tools()  # as agents do; also lets the client check structured results
+            clients.append(client)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            async with gate:
+                started = time.perf_counter()
+                try:
+                    result = await clients[i % sessions].call_tool("pix_generate", {"prompt": f"bench {i}"})
+                except Exception:  # noqa: BLE001 - every failure is counted, none stops the run
+                    errors += 1
+                    return
+                latencies.append(time.perf_counter() - started)
+                if result.is_error:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(calls)))
+        wall = time.perf_counter() - started
+    return latencies, errors, wall
+
+
+def _summarize(server: str, calls: int, concurrency: int, sessions: int, latency: float,
+               lat: list[float], errors: int, wall: float, cpu: float | None, rss: float | None,
+               rows: int | None) -> Result:
+    added = [(x - latency) * 1000 for x in lat]
+    ideal = -(-calls // concurrency) * latency
+    return Result(server, calls, concurrency, sessions, latency, round(wall, 3), round(ideal, 3),
+                  round(calls / wall, 1), round(_percentile(added, 0.5), 1), round(_percentile(added, 0.95), 1),
+                  round(_percentile(added, 0.99), 1),
+                  None if cpu is None else round(cpu * 1000 / calls, 2), None if rss is None else round(rss, 1),
+                  errors, rows)
+
+
+async def bench_one(server: str, sim_url: str, calls: int, concurrency: int, sessions: int, latency: float,
+                    work: Path, extra_env: dict[str, str] | None = None) -> Result:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    if server == "pixazo-mcp":
+        db = work / f"bench-{port}.db"
+        argv = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+        env = {"PIXAZO_API_KEY": "bench-key", "PIXAZO_BASE_URL": sim_url, "PIXAZO_DB_PATH": str(db),
+               "PIXAZO_IMAGE_DIR": str(work / f"images-{port}"), "PIXAZO_ALLOWED_IMAGE_HOSTS": "127.0.0.1",
+               "PIXAZO_MAX_CONCURRENCY": str(max(concurrency, 32)), "PIXAZO_LOG_FORMAT": "json",
+               "PIXAZO_SECRETS_DIR": str(work / "no-secrets"), **(extra_env or {})}
+    else:
+        db = None
+        argv = [sys.executable, "-m", "app.bench_reference", "--port", str(port), "--upstream", sim_url]
+        env = {}
+    async with _process(argv, env, url + "/mcp", server) as proc:
+        await drive(url, min(20, calls), min(20, concurrency), 1)  # warm-up, not counted
+        cpu_before = _cpu_seconds(proc.pid)
+        lat, errors, wall = await drive(url, calls, concurrency, sessions)
+        cpu = _cpu_seconds(proc.pid) - cpu_before
+        rss = _peak_rss_mb(proc.pid)
+    rows = None
+    if db is not None:
+        with sqlite3.connect(db) as conn:
+            rows = int(conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]) - min(20, calls)
+        conn.close()
+    return _summarize(server, calls, concurrency, sessions, latency, lat, errors, wall, cpu, rss, rows)
+
+
+async def bench_url(url: str, calls: int, concurrency: int, sessions: int, latency: float,
+                    token: str | None) -> Result:
+    lat, errors, wall = await drive(url.rstrip("/"), calls, concurrency, sessions, token)
+    return _summarize(url, calls, concurrency, sessions, latency, lat, errors, wall, None, None, None)
+
+
+def render(results: list[Result]) -> str:
+    head = ("| server | calls | at once | wall s | ideal s | calls/s | added p50 ms | p95 ms | p99 ms "
+            "| CPU ms/call | peak RSS MB | errors | rows |")
+    lines = [head, "|" + "---|" * 13]
+    for r in results:
+        lines.append(
+            f"| {r.server} | {r.calls} | {r.concurrency} | {r.wall_s} | {r.ideal_s} | {r.throughput} "
+            f"| {r.added_p50_ms} | {r.added_p95_ms} | {r.added_p99_ms} | {r.cpu_ms_per_call} | {r.peak_rss_mb} "
+            f"| {r.errors} | {r.rows if r.rows is not None else '-'} |")
+    ours = [r for r in results if r.server == "pixazo-mcp"]
+    refs = [r for r in results if r.server == "reference"]
+    for mine, ref in zip(ours, refs, strict=False):
+        if mine.concurrency != ref.concurrency:
+            continue
+        cpu = (f"{mine.cpu_ms_per_call / ref.cpu_ms_per_call:.2f}x"
+               if mine.cpu_ms_per_call and ref.cpu_ms_per_call else "n/a")
+        lines.append(f"\nC={mine.concurrency}: wall {mine.wall_s / ref.wall_s:.2f}x the reference, CPU per call {cpu}")
+    return "\n".join(lines)
+
+
+def chart(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, style, color in (("pixazo-mcp", "o-", "tab:blue"), ("reference", "s--", "tab:orange")):
+        series = sorted((r for r in results if r.server == name), key=lambda r: r.concurrency)
+        xs = [r.concurrency for r in series]
+        left.plot(xs, [r.throughput for r in series], style, color=color, label=name)
+        right.plot(xs, [r.added_p50_ms for r in series], style, color=color, label=f"{name} p50")
+        right.plot(xs, [r.added_p95_ms for r in series], style, color=color, alpha=0.4, label=f"{name} p95")
+    left.plot(xs, [c / results[0].latency_s for c in xs], ":", color="grey", label="ideal (C / latency)")
+    left.set(xlabel="calls in flight", ylabel="calls/s", title="Throughput")
+    right.set(xlabel="calls in flight", ylabel="ms over the simulated latency", title="Added latency")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"pixazo-mcp vs a minimal MCP server, {results[0].latency_s:g} s simulated latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def run(args: Any) -> int:
+    if args.url:
+        results = [await bench_url(args.url, args.calls, args.concurrency, args.sessions, args.latency, args.token)]
+    else:
+        sweep = [int(c) for c in args.sweep.split(",")] if args.sweep else [args.concurrency]
+        servers = ["pixazo-mcp"] if args.no_reference else ["pixazo-mcp", "reference"]
+        results = []
+        with tempfile.TemporaryDirectory(prefix="pixazo-bench-") as tmp:
+            work = Path(tmp)
+            sim_port = _free_port()
+            sim_url = f"http://127.0.0.1:{sim_port}"
+            argv = [sys.executable, "-m", "app.cli", "simulator", "--port", str(sim_port),
+                    "--latency", str(args.latency)]
+            async with _process(argv, {}, sim_url + "/_sim/stats", "simulator"):
+                for concurrency in sweep:
+                    calls = args.calls if not args.sweep else max(args.calls, concurrency * 2)
+                    for server in servers:
+                        extra = dict(item.split("=", 1) for item in args.server_env)
+                        result = await bench_one(server, sim_url, calls, concurrency, args.sessions, args.latency,
+                                                 work, extra)
+                        results.append(result)
+                        print(f"  {server}: {calls} calls at {concurrency}: {result.wall_s} s, "
+                              f"{result.errors} errors", file=sys.stderr, flush=True)
+    print(render(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+    if args.chart:
+        chart(results, Path(args.chart))
+    return 1 if any(r.errors for r in results) else 0
+
