@@ -252,9 +252,13 @@ async def run(args: Any) -> int:
                         print(f"  {server}: {calls} calls at {concurrency}: {result.wall_s} s, "
                               f"{result.errors} errors", file=sys.stderr, flush=True)
     print(render(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
-    if args.chart:
-        chart(results, Path(args.chart))
+    await asyncio.to_thread(_write_outputs, results, args.json, args.chart)
     return 1 if any(r.errors for r in results) else 0
+
+
+def _write_outputs(results: list[Result], json_path: str | None, chart_path: str | None) -> None:
+    if json_path:
+        Path(json_path).write_text(json.dumps([asdict(r) for r in results], indent=2))
+    if chart_path:
+        chart(results, Path(chart_path))
 

@@ -11,8 +11,8 @@ import asyncio
 import hashlib
 import io
 import ipaddress
-import os
 import itertools
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path

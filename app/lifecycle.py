@@ -90,6 +90,7 @@ class GracefulServer(uvicorn.Server):
 
 
 def run(app: Any, runtime: Runtime, requests: InFlightRequests, host: str, port: int, grace_s: float) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, loop="auto", http="auto",
+    # log_config=None: uvicorn logs through our handlers (JSON lines, secrets scrubbed).
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, log_config=None,
                             timeout_graceful_shutdown=max(1, round(grace_s + 5)), lifespan="on")
     GracefulServer(config, runtime, requests, grace_s).run()

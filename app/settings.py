@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         default="auto", description="auto: JSON lines unless stdout is a terminal.")
     log_prompt_chars: int = Field(default=80, ge=0, description="Longest prompt excerpt written to a log line.")
 
+    session_secret: SecretStr | None = Field(
+        default=None, description="Signs gallery session cookies (default: a new key each start).")
+    secure_cookies: bool = Field(default=False, description="Send the gallery cookie over https only.")
+
     demo: bool = Field(default=False, description="Serve against the built-in Pixazo simulator.")
 
     @classmethod

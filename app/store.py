@@ -275,3 +275,11 @@ class GenerationStore:
         ) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def facets(self) -> tuple[list[str], list[str]]:
+        """The callers and statuses present, for the gallery's filters."""
+        callers = await self._conn.execute_fetchall(
+            "SELECT DISTINCT caller FROM generations WHERE caller IS NOT NULL ORDER BY caller LIMIT 200")
+        statuses = await self._conn.execute_fetchall(
+            "SELECT DISTINCT status FROM generations ORDER BY status LIMIT 100")
+        return [r[0] for r in callers], [r[0] for r in statuses]

@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 
 from app import __version__
 from app.auth import TeamTokenVerifier, check_exposure, load_tokens
+from app.gallery import Gallery, session_middleware
 from app.server import Runtime, build_server
 from app.settings import Settings
 from app.simulator import Simulator
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> Starlette:
     verifier = TeamTokenVerifier(tokens) if tokens else None
     runtime = Runtime()
     mcp = build_server(settings, runtime, verifier)
+    gallery = Gallery(runtime, verifier)
     security = transport_security(settings)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
                                       host=settings.host)
@@ -127,7 +129,7 @@ def create_app(settings: Settings) -> Starlette:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def image(request: Request) -> Response:
-        if not await authorized(request):
+        if not await gallery.allowed(request):  # a bearer token, or the gallery's session
             return unauthorized()
         state = runtime.state
         raw = request.path_params["id"]
@@ -143,10 +145,12 @@ def create_app(settings: Settings) -> Starlette:
             "X-Content-Type-Options": "nosniff",
         })
 
+    sessions = [session_middleware(settings)]
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/images/{id}", image, methods=["GET"]),
+        Route("/images/{id}", image, methods=["GET"], middleware=sessions),
+        *gallery.routes(sessions),
         # The legacy HTTP+SSE transport: its sub-app matches the full paths itself.
         Route("/sse", endpoint=sse_app, methods=["GET"]),
         Route("/messages/", endpoint=sse_app, methods=["POST"]),

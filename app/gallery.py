@@ -1,0 +1,147 @@
+"""The team's web gallery: server-rendered pages over the same record the tools read.
+
+Open on loopback when no tokens are configured (like the rest of the server); otherwise a token is
+asked once at /login and kept in a signed, HttpOnly, SameSite=Strict session cookie.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from app.auth import TeamTokenVerifier
+from app.server import Runtime
+from app.settings import Settings
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+PAGE_SIZE = 24
+SESSION_KEY = "caller"
+
+
+def session_middleware(settings: Settings) -> Middleware:
+    # Without PIXAZO_SESSION_SECRET sessions are signed with a per-process key: a restart logs people out.
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else secrets.token_urlsafe(32)
+    return Middleware(SessionMiddleware, secret_key=secret, session_cookie="pixazo_session", max_age=12 * 3600,
+                      same_site="strict", https_only=settings.secure_cookies)
+
+
+class Gallery:
+    def __init__(self, runtime: Runtime, verifier: TeamTokenVerifier | None) -> None:
+        self.runtime = runtime
+        self.verifier = verifier
+
+    async def caller(self, request: Request) -> str | None:
+        """The signed-in caller, or a caller named by a bearer token (for scripts)."""
+        if self.verifier is None:
+            return None
+        name = request.session.get(SESSION_KEY) if "session" in request.scope else None
+        if isinstance(name, str):
+            return name
+        return await self.verifier.caller_for_header(request.headers.get("authorization"))
+
+    async def allowed(self, request: Request) -> bool:
+        return self.verifier is None or await self.caller(request) is not None
+
+    def _login_redirect(self, request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    async def index(self, request: Request) -> Response:
+        if not await self.allowed(request):
+            return self._login_redirect(request)
+        state = self.runtime.state
+        if state is None:
+            return Response("starting", status_code=503)
+        q = request.query_params
+        query = (q.get("q") or "").strip()[:200] or None
+        status = (q.get("status") or "").strip()[:40] or None
+        caller = (q.get("caller") or "").strip()[:64] or None
+        before = q.get("before")
+        before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
+        items = await state.store.page(limit=PAGE_SIZE, status=status, query=query, before_id=before_id,
+                                       caller=caller)
+        callers, statuses = await state.store.facets()
+        next_before = items[-1].id if len(items) == PAGE_SIZE else None
+        return TEMPLATES.TemplateResponse(request, "index.html", {
+            "items": items, "query": query or "", "status": status or "", "caller": caller or "",
+            "callers": callers, "statuses": statuses, "next_before": next_before, "before": before_id,
+            "signed_in": await self.caller(request), "auth": self.verifier is not None,
+        })
+
+    async def detail(self, request: Request) -> Response:
+        if not await self.allowed(request):
+            return self._login_redirect(request)
+        state = self.runtime.state
+        raw = request.path_params["id"]
+        gen = await state.store.get(int(raw)) if state is not None and raw.isdigit() and len(raw) < 19 else None
+        if gen is None:
+            return TEMPLATES.TemplateResponse(request, "missing.html", {"id": raw}, status_code=404)
+        return TEMPLATES.TemplateResponse(request, "detail.html", {
+            "gen": gen, "parameters_json": json.dumps(gen.parameters, indent=2, ensure_ascii=False, sort_keys=True),
+            "signed_in": await self.caller(request), "auth": self.verifier is not None,
+        })
+
+    async def login_form(self, request: Request) -> Response:
+        if self.verifier is None:
+            return RedirectResponse("/gallery", status_code=303)
+        return TEMPLATES.TemplateResponse(request, "login.html", {
+            "error": None, "next": _safe_next(request.query_params.get("next")), "auth": self.verifier is not None})
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        token = form.get("token")
+        target = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
+        name = None
+        if self.verifier is not None and isinstance(token, str) and token:
+            found = await self.verifier.verify_token(token.strip())
+            name = found.client_id if found else None
+        if name is None:
+            return TEMPLATES.TemplateResponse(request, "login.html", {
+                "error": "That token is not valid.", "next": target, "auth": self.verifier is not None},
+                status_code=401)
+        request.session.clear()
+        request.session[SESSION_KEY] = name
+        return RedirectResponse(target, status_code=303)
+
+    async def logout(self, request: Request) -> Response:
+        request.session.clear()
+        return RedirectResponse("/login" if self.verifier is not None else "/", status_code=303)
+
+    async def thumbnail(self, request: Request) -> Response:
+        if not await self.allowed(request):
+            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        state = self.runtime.state
+        raw = request.path_params["id"]
+        gen = await state.store.get(int(raw)) if state is not None and raw.isdigit() and len(raw) < 19 else None
+        if state is None or gen is None or not gen.image_path:
+            return Response("not found", status_code=404, media_type="text/plain")
+        data = await state.service.images.thumbnail(gen.image_path)
+        return Response(data, media_type="image/jpeg", headers={
+            "Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"})
+
+    def routes(self, middleware: list[Middleware]) -> list[Route]:
+        return [
+            Route("/", self.index, methods=["GET"], middleware=middleware),
+            Route("/gallery", self.index, methods=["GET"], middleware=middleware),
+            Route("/gallery/{id}", self.detail, methods=["GET"], middleware=middleware),
+            Route("/login", self.login_form, methods=["GET"], middleware=middleware),
+            Route("/login", self.login, methods=["POST"], middleware=middleware),
+            Route("/logout", self.logout, methods=["GET", "POST"], middleware=middleware),
+            Route("/images/{id}/thumb", self.thumbnail, methods=["GET"], middleware=middleware),
+        ]
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a local path: never an open redirect."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/gallery"
+
