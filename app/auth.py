@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
 from pathlib import Path
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 
+from app.net import is_loopback
 from app.settings import Settings
 
 SCOPE = "pixazo"
@@ -57,15 +57,6 @@ def load_tokens(settings: Settings) -> dict[str, str]:
                 raise ConfigError(f"caller {name!r} is defined twice")
             tokens[name] = token
     return tokens
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(settings: Settings, tokens: dict[str, str]) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import ipaddress
 import itertools
 import os
 import re
@@ -22,6 +21,7 @@ import aiohttp
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import DownloadError
+from app.net import is_loopback
 
 # Pillow format -> (MIME type, file extension). Pixazo serves PNG; the others are accepted in case.
 ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
@@ -45,15 +45,6 @@ class StoredImage:
     thumbnail: bytes | None = None  # made in the same pass when the caller will want it
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def host_allowed(host: str, patterns: list[str]) -> bool:
     host = host.lower().rstrip(".")
     for pattern in patterns:
@@ -75,7 +66,7 @@ def check_url(url: str, patterns: list[str]) -> None:
     if parts.scheme == "https":
         return
     # Plain http only for a loopback host that the operator named explicitly (no wildcard).
-    if parts.scheme == "http" and _is_loopback(host) and host.lower() in [p.lower() for p in patterns]:
+    if parts.scheme == "http" and is_loopback(host) and host.lower() in [p.lower() for p in patterns]:
         return
     raise DownloadError(f"the image URL uses {parts.scheme or 'no'} scheme; only https is allowed")
 
