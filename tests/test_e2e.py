@@ -82,3 +82,24 @@ async def test_fifty_calls_overlap_and_leave_fifty_rows(tmp_path: Path) -> None:
     assert len(all_rows) == 50
     assert {r["status"] for r in all_rows} == {"SUCCESS"}
     assert len({r["image_url"] for r in all_rows}) == 50
+
+
+async def test_fifty_clients_with_the_same_request_ids_each_get_their_own_answer(live: LiveServer) -> None:
+    async def agent(i: int) -> str:
+        async with http_client(live, mode="legacy" if i % 2 else "2026-07-28") as client:
+            result = await client.call_tool("pix_generate", {"prompt": f"agent {i}"})
+            return str(result.structured_content["prompt"])
+
+    prompts = await asyncio.gather(*(agent(i) for i in range(50)))
+    assert prompts == [f"agent {i}" for i in range(50)]
+
+
+async def test_an_oversized_request_body_is_refused_with_413(live: LiveServer) -> None:
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "pix_generate", ' \
+           b'"arguments": {"prompt": "' + b"x" * (5 * 1024 * 1024) + b'"}}}'
+    async with httpx2.AsyncClient() as http:
+        resp = await http.post(live.mcp_url, content=body, headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2026-07-28"})
+    assert resp.status_code == 413
+    assert rows(live.settings.db_path) == []

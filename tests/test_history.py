@@ -6,6 +6,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.simulator import Fault, Simulator
 from app.store import MIGRATIONS, SCHEMA_VERSION, GenerationStore
 from tests.conftest import http_client, in_memory_client, live_server, make_settings
@@ -117,3 +119,24 @@ async def test_progress_reaches_a_remote_client(tmp_path: Path) -> None:
     values = [p for p, _, _ in seen]
     assert values == sorted(values)
     assert len(set(values)) == len(values)
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+async def test_migration_from_every_earlier_version(tmp_path: Path, version: int) -> None:
+    path = tmp_path / f"v{version}.db"
+    with sqlite3.connect(path) as conn:
+        for script in MIGRATIONS[:version]:
+            conn.executescript(script)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("INSERT INTO generations (timestamp, prompt, parameters_json, image_url, status)"
+                     " VALUES ('2026-01-01T00:00:00Z', 'kept across versions', '{\"seed\": 5}', NULL, 'PENDING')")
+    conn.close()
+    store = await GenerationStore.open(path)
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+        assert await store.mark_interrupted() == 1
+        (row,) = await store.page(query="versions")
+    finally:
+        await store.close()
+    assert (row.prompt, row.parameters, row.status, row.caller) == (
+        "kept across versions", {"seed": 5}, "INTERRUPTED", None)
