@@ -180,10 +180,9 @@ class ImageStore:
         digest = hashlib.sha256(data).hexdigest()
         name = f"{gen_id}-{digest[:16]}{ext}"
         _write_atomic(self.root / name, data)
-        thumb = None
-        if with_thumbnail:
-            thumb = make_thumbnail(img)
-            _write_atomic(self._thumb_path(name), thumb, durable=False)
+        # The inline thumbnail is made from the image already decoded; the gallery's cached copy is
+        # written on its first view instead (most generations are never browsed).
+        thumb = make_thumbnail(img) if with_thumbnail else None
         img.close()
         return StoredImage(name=name, size=len(data), sha256=digest, mime=mime, thumbnail=thumb)
 
