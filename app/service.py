@@ -167,12 +167,14 @@ class GenerationService:
             status, why = ((INTERRUPTED, "the server stopped before this call finished") if self.draining
                            else (CANCELLED, "the caller cancelled the call"))
             with anyio.CancelScope(shield=True):
-                self._observe(await self.store.finish(call.id, status, error=why, **call.fields()))
+                self._observe(await self.store.finish(call.id, status, error=why, image_url=call.image_url,
+                                                      **call.fields()))
             raise
         except Exception:
             logger.exception("generation %s failed unexpectedly", call.id)
             with anyio.CancelScope(shield=True):
-                done = await self.store.finish(call.id, EXCEPTION, error="internal error", **call.fields())
+                done = await self.store.finish(call.id, EXCEPTION, error="internal error", image_url=call.image_url,
+                                               **call.fields())
             self._observe(done)
             return Outcome(done, messages.INTERNAL)
         finally:
@@ -215,6 +217,7 @@ class GenerationService:
                 return Outcome(done, messages.for_upstream(exc, self.settings.timeout_s))
             verdict = True
             self.breaker.record_success()
+            call.image_url = image_url  # from here on, a cancelled or failed row still keeps the URL
         finally:
             if not verdict:
                 self.breaker.release_probe(probe)
@@ -264,6 +267,7 @@ class _Call:
     caller: str | None = None
     attempts: int = 0
     queue_s: float | None = None
+    image_url: str | None = None
     started: float = field(default_factory=time.monotonic)
 
     def fields(self) -> dict[str, Any]:

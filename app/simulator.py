@@ -99,6 +99,7 @@ class Simulator:
         self.app.router.add_get("/_sim/html.png", self._html_as_png)
         self.app.router.add_get("/_sim/redirect", self._redirect)
         self.app.router.add_get("/_sim/big.png", self._big)
+        self.app.router.add_get("/_sim/slow.png", self._slow_image)
         self.app.router.add_post("/_sim/faults", self._set_faults)
         self.app.router.add_post("/_sim/reset", self._reset)
         self.app.router.add_get("/_sim/stats", self._stats)
@@ -215,6 +216,10 @@ class Simulator:
 
     async def _html_as_png(self, request: web.Request) -> web.Response:
         return web.Response(body=b"<html><body>Access denied</body></html>", content_type="image/png")
+
+    async def _slow_image(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("delay", "5")))
+        return web.Response(status=404, text="gone")
 
     async def _redirect(self, request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["to"])

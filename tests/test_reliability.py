@@ -241,3 +241,19 @@ async def test_a_caller_that_gives_up_aborts_the_upstream_request(tmp_path: Path
     assert sim.stats.completed == 0
     (row,) = rows(settings.db_path)
     assert row["status"] == "CANCELLED"
+
+
+async def test_a_cancel_during_the_download_keeps_the_image_url_on_the_row(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url)
+    slow = f"{sim.url}/_sim/slow.png?delay=5"
+    sim.push(Fault(kind="url", body=slow))
+    async with live_server(settings) as live, http_client(live) as client:
+        await client.list_tools()
+        with anyio.move_on_after(0.5):
+            await client.call_tool("pix_generate", {"prompt": "made, then abandoned"})
+        for _ in range(100):
+            if rows(settings.db_path)[0]["status"] != "PENDING":
+                break
+            await asyncio.sleep(0.05)
+    (row,) = rows(settings.db_path)
+    assert (row["status"], row["image_url"]) == ("CANCELLED", slow)
