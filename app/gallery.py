@@ -10,12 +10,14 @@ import json
 import secrets
 from pathlib import Path
 
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import TeamTokenVerifier
 from app.server import Runtime
@@ -24,6 +26,35 @@ from app.settings import Settings
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 PAGE_SIZE = 24
 SESSION_KEY = "caller"
+
+
+# Pages render only our own markup, images and one inline script: nothing else may load or frame them.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+                                "script-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+                                "base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to the gallery's HTML responses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if headers.get("content-type", "").startswith("text/html"):
+                    for name, value in SECURITY_HEADERS.items():
+                        headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def session_middleware(settings: Settings) -> Middleware:
@@ -127,7 +158,8 @@ class Gallery:
         return Response(data, media_type="image/jpeg", headers={
             "Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"})
 
-    def routes(self, middleware: list[Middleware]) -> list[Route]:
+    def routes(self, sessions: list[Middleware]) -> list[Route]:
+        middleware = [*sessions, Middleware(SecurityHeaders)]
         return [
             Route("/", self.index, methods=["GET"], middleware=middleware),
             Route("/gallery", self.index, methods=["GET"], middleware=middleware),

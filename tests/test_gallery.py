@@ -72,6 +72,9 @@ async def test_log_in_browse_search_open_and_log_out(browser: Browser, server: L
     await expect(page.locator("#login-error")).to_have_text("That token is not valid.")
 
     await login(page, server)
+    response = await page.reload()
+    assert response is not None
+    assert "frame-ancestors 'none'" in (await response.header_value("content-security-policy") or "")
     cards = page.locator("#grid .card")
     await expect(cards).to_have_count(5)
     await expect(page.locator("header .who")).to_contain_text("alice")
