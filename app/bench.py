@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,12 @@ async def bench_url(url: str, calls: int, concurrency: int, sessions: int, laten
     return _summarize(url, calls, concurrency, sessions, latency, lat, errors, wall, None, None, None)
 
 
+def median_round(rounds: list[Result]) -> Result:
+    """The round with the median wall time; errors summed over all rounds, so none can hide."""
+    chosen = sorted(rounds, key=lambda r: r.wall_s)[len(rounds) // 2]
+    return replace(chosen, errors=sum(r.errors for r in rounds))
+
+
 def render(results: list[Result]) -> str:
     head = ("| server | calls | at once | wall s | ideal s | calls/s | added p50 ms | p95 ms | p99 ms "
             "| CPU ms/call | peak RSS MB | errors | rows |")
@@ -242,15 +248,20 @@ async def run(args: Any) -> int:
             argv = [sys.executable, "-m", "app.cli", "simulator", "--port", str(sim_port),
                     "--latency", str(args.latency)]
             async with _process(argv, {}, sim_url + "/_sim/stats", "simulator"):
+                extra = dict(item.split("=", 1) for item in args.server_env)
                 for concurrency in sweep:
                     calls = args.calls if not args.sweep else max(args.calls, concurrency * 2)
-                    for server in servers:
-                        extra = dict(item.split("=", 1) for item in args.server_env)
-                        result = await bench_one(server, sim_url, calls, concurrency, args.sessions, args.latency,
-                                                 work, extra)
-                        results.append(result)
-                        print(f"  {server}: {calls} calls at {concurrency}: {result.wall_s} s, "
-                              f"{result.errors} errors", file=sys.stderr, flush=True)
+                    rounds: dict[str, list[Result]] = {server: [] for server in servers}
+                    # Rounds alternate the servers, so a noisy neighbour hits both alike.
+                    for _ in range(max(1, args.repeat)):
+                        for server in servers:
+                            result = await bench_one(server, sim_url, calls, concurrency, args.sessions,
+                                                     args.latency, work, extra)
+                            rounds[server].append(result)
+                            print(f"  {server}: {calls} calls at {concurrency}: {result.wall_s} s, "
+                                  f"{result.cpu_ms_per_call} ms CPU/call, {result.errors} errors",
+                                  file=sys.stderr, flush=True)
+                    results.extend(median_round(rounds[server]) for server in servers)
     print(render(results))
     await asyncio.to_thread(_write_outputs, results, args.json, args.chart)
     return 1 if any(r.errors for r in results) else 0
