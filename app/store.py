@@ -197,13 +197,14 @@ class GenerationStore:
                              status: str = PENDING) -> Generation:
         created = utc_now()
         params_json = json.dumps(parameters, ensure_ascii=False, sort_keys=True)
-        cur = await self._conn.execute(
-            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller) VALUES (?, ?, ?, ?, ?)",
+        # execute_fetchall: one trip to the connection's thread and no cursor left to close.
+        inserted = list(await self._conn.execute_fetchall(
+            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller) VALUES (?, ?, ?, ?, ?)"
+            " RETURNING id",
             (created, prompt, params_json, status, caller),
-        )
-        if cur.lastrowid is None:  # pragma: no cover - SQLite always sets it after an INSERT
-            raise RuntimeError("INSERT returned no row id")
-        return Generation(cur.lastrowid, created, prompt, parameters, None, status, None, None, None, None,
+        ))
+        gen_id = int(inserted[0][0])
+        return Generation(gen_id, created, prompt, parameters, None, status, None, None, None, None,
                           caller=caller)
 
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
