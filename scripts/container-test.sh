@@ -112,5 +112,5 @@ log "restarting the container"
 podman restart -t 10 "$NAME" >/dev/null 2>>"$WORK/podman.log"
 wait_healthy
 "$PY" "$ROOT/scripts/container_client.py" verify "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/generated.json"
-podman stop -t 10 "$NAME" >/dev/null
+podman stop -t 10 "$NAME" >/dev/null 2>>"$WORK/podman.log"
 log "ok"
