@@ -134,9 +134,6 @@ class ImageStore:
         self._timeout = timeout
         root.mkdir(parents=True, exist_ok=True)
 
-    def allow(self, pattern: str) -> None:
-        self._allowed.append(pattern)
-
     def path_of(self, name: str) -> Path:
         # Names come from our own rows, but check the shape anyway: nothing outside root, ever.
         if not STORED_NAME.fullmatch(name):

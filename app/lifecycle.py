@@ -69,6 +69,7 @@ class GracefulServer(uvicorn.Server):
             AppStatus.should_exit = True
 
     def _start_drain(self) -> None:
+        # Keep a reference: the loop holds tasks only weakly.
         self._drain_task = asyncio.get_running_loop().create_task(self.drain())
 
     async def drain(self) -> None:

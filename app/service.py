@@ -105,7 +105,6 @@ class GenerationService:
         self.backoff = Backoff(settings.retry_base_s, settings.retry_cap_s)
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not security
         self.in_flight = 0
-        self.retries = 0
         self.draining = False  # set on SIGTERM: cancellations then mean INTERRUPTED
         self.limits = CallerLimits(settings.rate_limit_per_minute, settings.daily_limit, store)
         self.metrics = metrics or Metrics()
@@ -251,7 +250,6 @@ class GenerationService:
                     raise
                 logger.info("generation %s: attempt %d failed (%s); retrying in %.1f s",
                             call.id, call.attempts, status_for(exc), delay)
-                self.retries += 1
                 self.metrics.retries.inc()
                 await asyncio.sleep(delay)
             else:

@@ -230,14 +230,6 @@ class GenerationStore:
             row = await cur.fetchone()
         return Generation.from_row(dict(row)) if row is not None else None
 
-    async def count(self, status: str | None = None) -> int:
-        sql, args = "SELECT COUNT(*) FROM generations", []
-        if status is not None:
-            sql, args = sql + " WHERE status = ?", [status]
-        async with self._conn.execute(sql, args) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
     async def page(self, *, limit: int = 20, status: str | None = None, query: str | None = None,
                    before_id: int | None = None, caller: str | None = None) -> list[Generation]:
         """Newest first. A query uses the FTS index in rowid order, so it stays fast on large tables."""
