@@ -34,7 +34,7 @@ SECURITY_HEADERS = {
                                 "script-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
                                 "base-uri 'none'"),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: that makes form posts say "Origin: null"
     "Cache-Control": "no-store",
 }
 

@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.auth import TeamTokenVerifier, check_exposure, load_tokens
@@ -47,6 +49,28 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
         allowed_hosts=hosts,
         allowed_origins=list(settings.allowed_origins) or list(LOOPBACK_ORIGINS),
     )
+
+
+# The MCP transports check Host and Origin themselves; probes must reach /healthz by any name
+# (Kubernetes sends the pod's IP as Host).
+UNGUARDED_PATHS = ("/healthz", "/mcp", "/sse", "/messages/")
+
+
+class HostGuard:
+    """DNS-rebinding protection for our own routes (gallery, images, metrics), with the same lists and
+    answers as the SDK gives /mcp: a foreign Host gets 421, a foreign Origin 403."""
+
+    def __init__(self, app: ASGIApp, security: TransportSecuritySettings) -> None:
+        self.app = app
+        self.check = TransportSecurityMiddleware(security)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(UNGUARDED_PATHS):
+            refusal = await self.check.validate_request(Request(scope), is_post=False)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -156,7 +180,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/messages/", endpoint=sse_app, methods=["POST"]),
         Mount("/", app=mcp_app),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostGuard, security=security)])
     app.state.runtime = runtime
     app.state.secrets = [*tokens.values(), *(
         [settings.api_key.get_secret_value()] if settings.api_key is not None else [])]

@@ -190,3 +190,15 @@ def test_tokens_from_a_file_and_the_environment(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="shorter than 16") as info:
         load_tokens(Settings(_env_file=None, auth_tokens=SecretStr("dave:short")))  # type: ignore[call-arg]
     assert "short" not in str(info.value).replace("shorter", "")
+
+
+async def test_our_own_routes_refuse_foreign_hosts_but_probes_pass(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url)
+    async with live_server(settings) as live, httpx2.AsyncClient() as http:
+        gallery = await http.get(live.url + "/gallery", headers={"Host": "rebound.example"})
+        image = await http.get(live.url + "/images/1", headers={"Host": "rebound.example"})
+        origin = await http.get(live.url + "/gallery", headers={"Origin": "http://rebound.example"})
+        health = await http.get(live.url + "/healthz", headers={"Host": "10.1.2.3:8000"})
+        own = await http.get(live.url + "/gallery")
+    assert (gallery.status_code, image.status_code, origin.status_code) == (421, 421, 403)
+    assert (health.status_code, own.status_code) == (200, 200)
