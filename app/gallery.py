@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth import TeamTokenVerifier
 from app.server import Runtime
 from app.settings import Settings
+from app.store import Generation, parse_generation_id
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 PAGE_SIZE = 24
@@ -57,6 +58,12 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def unauthorized() -> Response:
+    """What a request without a valid token (or gallery session) gets, on every protected route."""
+    return JSONResponse({"error": "invalid_token", "error_description": "Authentication required"},
+                        status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
 def session_middleware(settings: Settings) -> Middleware:
     # Without PIXAZO_SESSION_SECRET sessions are signed with a per-process key: a restart logs people out.
     secret = settings.session_secret.get_secret_value() if settings.session_secret else secrets.token_urlsafe(32)
@@ -81,12 +88,19 @@ class Gallery:
     async def allowed(self, request: Request) -> bool:
         return self.verifier is None or await self.caller(request) is not None
 
+    async def generation(self, request: Request) -> Generation | None:
+        """The generation the path's {id} names, if there is one."""
+        state = self.runtime.state
+        gen_id = parse_generation_id(request.path_params["id"])
+        return await state.store.get(gen_id) if state is not None and gen_id is not None else None
+
     def _login_redirect(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={target}", status_code=303)
 
     async def index(self, request: Request) -> Response:
-        if not await self.allowed(request):
+        signed_in = await self.caller(request)
+        if self.verifier is not None and signed_in is None:
             return self._login_redirect(request)
         state = self.runtime.state
         if state is None:
@@ -95,8 +109,7 @@ class Gallery:
         query = (q.get("q") or "").strip()[:200] or None
         status = (q.get("status") or "").strip()[:40] or None
         caller = (q.get("caller") or "").strip()[:64] or None
-        before = q.get("before")
-        before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
+        before_id = parse_generation_id(q.get("before"))
         items = await state.store.page(limit=PAGE_SIZE, status=status, query=query, before_id=before_id,
                                        caller=caller)
         callers, statuses = await state.store.facets()
@@ -104,20 +117,20 @@ class Gallery:
         return TEMPLATES.TemplateResponse(request, "index.html", {
             "items": items, "query": query or "", "status": status or "", "caller": caller or "",
             "callers": callers, "statuses": statuses, "next_before": next_before, "before": before_id,
-            "signed_in": await self.caller(request), "auth": self.verifier is not None,
+            "signed_in": signed_in, "auth": self.verifier is not None,
         })
 
     async def detail(self, request: Request) -> Response:
-        if not await self.allowed(request):
+        signed_in = await self.caller(request)
+        if self.verifier is not None and signed_in is None:
             return self._login_redirect(request)
-        state = self.runtime.state
-        raw = request.path_params["id"]
-        gen = await state.store.get(int(raw)) if state is not None and raw.isdigit() and len(raw) < 19 else None
+        gen = await self.generation(request)
         if gen is None:
-            return TEMPLATES.TemplateResponse(request, "missing.html", {"id": raw}, status_code=404)
+            return TEMPLATES.TemplateResponse(request, "missing.html", {"id": request.path_params["id"]},
+                                              status_code=404)
         return TEMPLATES.TemplateResponse(request, "detail.html", {
             "gen": gen, "parameters_json": json.dumps(gen.parameters, indent=2, ensure_ascii=False, sort_keys=True),
-            "signed_in": await self.caller(request), "auth": self.verifier is not None,
+            "signed_in": signed_in, "auth": self.verifier is not None,
         })
 
     async def login_form(self, request: Request) -> Response:
@@ -148,10 +161,9 @@ class Gallery:
 
     async def thumbnail(self, request: Request) -> Response:
         if not await self.allowed(request):
-            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return unauthorized()
         state = self.runtime.state
-        raw = request.path_params["id"]
-        gen = await state.store.get(int(raw)) if state is not None and raw.isdigit() and len(raw) < 19 else None
+        gen = await self.generation(request)
         if state is None or gen is None or not gen.image_path:
             return Response("not found", status_code=404, media_type="text/plain")
         data = await state.service.images.thumbnail(gen.image_path)

@@ -125,13 +125,11 @@ def make_thumbnail(source: bytes | Image.Image) -> bytes:
 
 
 class ImageStore:
-    def __init__(self, root: Path, http: aiohttp.ClientSession, allowed_hosts: list[str], max_bytes: int,
-                 timeout: aiohttp.ClientTimeout) -> None:
+    def __init__(self, root: Path, http: aiohttp.ClientSession, allowed_hosts: list[str], max_bytes: int) -> None:
         self.root = root
         self._http = http
         self._allowed = list(allowed_hosts)
         self._max = max_bytes
-        self._timeout = timeout
         root.mkdir(parents=True, exist_ok=True)
 
     def path_of(self, name: str) -> Path:
@@ -149,7 +147,8 @@ class ImageStore:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, self._allowed)
             try:
-                async with self._http.get(url, allow_redirects=False, timeout=self._timeout) as resp:
+                # The session's own timeouts apply (see app.state.http_session).
+                async with self._http.get(url, allow_redirects=False) as resp:
                     if resp.status in (301, 302, 303, 307, 308):
                         location = resp.headers.get("Location")
                         if not location:

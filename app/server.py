@@ -21,6 +21,7 @@ from app.calllog import ToolCallLog
 from app.errors import NotFoundError
 from app.settings import Settings
 from app.state import AppState, open_state
+from app.store import IMAGE_URI, MAX_ID_DIGITS, parse_generation_id
 from app.tools import all_tools, state_of
 
 INSTRUCTIONS = (
@@ -29,7 +30,7 @@ INSTRUCTIONS = (
     "(pixazo://generations/{id}/image) and a thumbnail. list_generations and get_generation "
     "search the history."
 )
-IMAGE_URI = re.compile(r"pixazo://generations/(\d{1,18})/image")
+IMAGE_URI_PATTERN = re.compile(re.escape(IMAGE_URI).replace(r"\{id\}", rf"(\d{{1,{MAX_ID_DIGITS}}})"))
 
 
 @dataclass
@@ -48,7 +49,7 @@ class PixazoServer(MCPServer[AppState]):
 
     async def read_resource(self, uri: Any, context: Context[AppState, Any] | None = None,
                             ) -> Iterable[ReadResourceContents] | InputRequiredResult:
-        match = IMAGE_URI.fullmatch(str(uri))
+        match = IMAGE_URI_PATTERN.fullmatch(str(uri))
         if match is None or context is None:
             return await super().read_resource(uri, context)
         state = context.request_context.lifespan_context
@@ -98,7 +99,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
             raise ResourceError(str(exc)) from None
         return gen.public()
 
-    @server.resource("pixazo://generations/{id}/image", name="generation-image", title="A generated image",
+    @server.resource(IMAGE_URI, name="generation-image", title="A generated image",
                      mime_type="image/png")
     async def generation_image(id: str, ctx: Context) -> bytes:
         """The stored image (answered by PixazoServer.read_resource with the image's own MIME type)."""
@@ -109,6 +110,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
 
 
 def _parse_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    gen_id = parse_generation_id(raw)
+    if gen_id is None:
         raise ResourceError(f"Invalid generation id {raw!r}.")
-    return int(raw)
+    return gen_id

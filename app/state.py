@@ -55,10 +55,8 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             logger.warning("marked %d generation(s) left pending by a previous run as INTERRUPTED",
                            interrupted)
         async with http_session(settings) as http:
-            timeout = aiohttp.ClientTimeout(total=settings.timeout_s, sock_connect=settings.connect_timeout_s)
-            client = PixazoClient(http, settings.base_url, settings.api_key, timeout)
-            images = ImageStore(settings.image_dir, http, settings.allowed_image_hosts,
-                                settings.max_image_bytes, timeout)
+            client = PixazoClient(http, settings.base_url, settings.api_key, http.timeout)
+            images = ImageStore(settings.image_dir, http, settings.allowed_image_hosts, settings.max_image_bytes)
             yield AppState(settings, http, store, GenerationService(settings, store, client, images, Metrics()))
     finally:
         await store.close()

@@ -178,10 +178,11 @@ async def generation_result(outcome: Outcome, state: AppState) -> CallToolResult
         return CallToolResult(content=content, structured_content=structured)
     content.append(TextContent(type="text", text=(
         f"Generated image {gen.id}: {gen.image_url} {shape}\nStored copy: {gen.resource_uri}")))
-    content.append(ResourceLink(type="resource_link", uri=f"pixazo://generations/{gen.id}/image",
-                                name=f"generation-{gen.id}", title=gen.prompt[:80], mime_type=gen.image_mime,
-                                size=gen.image_bytes))
-    if gen.image_path and state.settings.inline_image != "none":
+    if gen.resource_uri is None or gen.image_path is None:  # pragma: no cover - a SUCCESS row keeps its image
+        return CallToolResult(content=content, structured_content=structured)
+    content.append(ResourceLink(type="resource_link", uri=gen.resource_uri, name=f"generation-{gen.id}",
+                                title=gen.prompt[:80], mime_type=gen.image_mime, size=gen.image_bytes))
+    if state.settings.inline_image != "none":
         if state.settings.inline_image == "thumbnail":
             data = outcome.thumbnail or await state.service.images.thumbnail(gen.image_path)
             mime = THUMB_MIME

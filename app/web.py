@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.auth import TeamTokenVerifier, check_exposure, load_tokens
-from app.gallery import Gallery, session_middleware
+from app.gallery import Gallery, session_middleware, unauthorized
 from app.server import Runtime, build_server
 from app.settings import Settings
 from app.simulator import Simulator
@@ -137,10 +137,6 @@ def create_app(settings: Settings) -> Starlette:
             return True
         return await verifier.caller_for_header(request.headers.get("authorization")) is not None
 
-    def unauthorized() -> Response:
-        return JSONResponse({"error": "invalid_token", "error_description": "Authentication required"},
-                            status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-
     async def metrics(request: Request) -> Response:
         if not await authorized(request):
             return unauthorized()
@@ -156,11 +152,8 @@ def create_app(settings: Settings) -> Starlette:
         if not await gallery.allowed(request):  # a bearer token, or the gallery's session
             return unauthorized()
         state = runtime.state
-        raw = request.path_params["id"]
-        if state is None or not raw.isdigit() or len(raw) > 18:
-            return PlainTextResponse("not found", status_code=404)
-        gen = await state.store.get(int(raw))
-        if gen is None or not gen.image_path or not gen.image_mime:
+        gen = await gallery.generation(request)
+        if state is None or gen is None or not gen.image_path or not gen.image_mime:
             return PlainTextResponse("not found", status_code=404)
         path = state.service.images.path_of(gen.image_path)
         # Stored images never change: their names carry their hash.

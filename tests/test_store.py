@@ -67,3 +67,15 @@ def test_secrets_can_come_from_a_directory_of_files(tmp_path: Path, monkeypatch:
     assert settings.auth_tokens is not None
     assert settings.auth_tokens.get_secret_value() == "alice:token-from-a-secret-file"
     assert "key-from-a-secret-file" not in repr(settings)
+
+
+async def test_facets_list_each_caller_and_status_once_in_order(tmp_path: Path) -> None:
+    store = await GenerationStore.open(tmp_path / "pixazo.db")
+    try:
+        for caller, status in [("bob", "SUCCESS"), (None, "HTTP_500"), ("alice", "SUCCESS"), ("bob", "TIMEOUT"),
+                               (None, "SUCCESS")]:
+            row = await store.insert_pending("p", {}, caller)
+            await store.finish(row.id, status)
+        assert await store.facets() == (["alice", "bob"], ["HTTP_500", "SUCCESS", "TIMEOUT"])
+    finally:
+        await store.close()
