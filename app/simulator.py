@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from app.pixazo import KEY_HEADER, SDXL_PATH
 
+RECENT = 1000  # requests whose bodies and headers Stats keeps for inspection
 FAULT_KINDS = ("http", "hang", "reset", "html", "truncated", "no_url", "slow", "url")
 
 
@@ -54,8 +55,9 @@ class Stats:
     max_in_flight: int = 0
     completed: int = 0
     aborted: int = 0
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
+    # The latest requests only: a demo server or a benchmark runs the simulator for a long time.
+    bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    headers: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=RECENT))
 
     def as_json(self) -> dict[str, Any]:
         return {"requests": self.requests, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
