@@ -14,10 +14,10 @@ from app.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.auth import ConfigError
-    from app.lifecycle import InFlightRequests, run
+    from app.identity.tokens import ConfigError
     from app.logs import configure_logging
-    from app.web import create_app
+    from app.web.app import create_app
+    from app.web.lifecycle import InFlightRequests, run
 
     overrides: dict[str, object] = {}
     if args.host is not None:
@@ -39,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from app.simulator import serve_forever
+    from app.pixazo.simulator import serve_forever
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(args.host, args.port, args.latency, args.api_key))
@@ -47,7 +47,7 @@ def _simulator(args: argparse.Namespace) -> int:
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from app.backup import backup
+    from app.ops.backup import backup
 
     source = args.db or Settings.load().db_path
     try:
@@ -60,7 +60,7 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from app.bench import run
+    from app.ops.bench import run
 
     return asyncio.run(run(args))
 

@@ -10,7 +10,7 @@
     └── NotFoundError                 no such generation
 
 Messages of these exceptions are for operators (rows, logs); they never hold the key. What a caller
-reads comes from the catalogue in `app.messages`.
+reads comes from the catalogue in `app.core.messages`.
 """
 
 from __future__ import annotations

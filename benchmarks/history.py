@@ -19,9 +19,9 @@ from pathlib import Path
 
 from mcp import Client
 
-from app.server import build_server
+from app.protocol.server import build_server
 from app.settings import Settings
-from app.store import GenerationStore
+from app.storage.records import GenerationStore
 
 WORDS = [
     "red", "fox", "whale", "castle", "harbour", "lighthouse", "forest", "dawn", "neon", "city",

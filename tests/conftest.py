@@ -19,10 +19,10 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
-from app.server import build_server
+from app.pixazo.simulator import Simulator
+from app.protocol.server import build_server
 from app.settings import Settings
-from app.simulator import Simulator
-from app.web import create_app
+from app.web.app import create_app
 
 TEST_KEY = "test-key-0123456789"
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.simulator import Simulator
+from app.pixazo.simulator import Simulator
 from tests.conftest import http_client, live_server, make_settings, rows
 
 

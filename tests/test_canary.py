@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from app.simulator import Fault, Simulator
+from app.pixazo.simulator import Fault, Simulator
 from tests.conftest import free_port
 
 KEY = "canary-pixazo-key-7Qz9XvL2"

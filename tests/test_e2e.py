@@ -10,8 +10,8 @@ import httpx2
 from mcp import Client
 from mcp.client.sse import sse_client
 
+from app.pixazo.simulator import Simulator
 from app.settings import Settings
-from app.simulator import Simulator
 from tests.conftest import LiveServer, http_client, live_server, make_settings, rows
 
 

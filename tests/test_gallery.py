@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pydantic import SecretStr
 
-from app.simulator import Fault, Simulator
+from app.pixazo.simulator import Fault, Simulator
 from tests.conftest import LiveServer, http_client, live_server, make_settings
 
 CHROMIUM = "/usr/bin/chromium"

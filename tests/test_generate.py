@@ -13,9 +13,9 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from app.pixazo import KEY_HEADER, SDXL_PATH
+from app.pixazo.client import KEY_HEADER, SDXL_PATH
+from app.pixazo.simulator import render_png
 from app.settings import Settings
-from app.simulator import render_png
 from tests.conftest import TEST_KEY, in_memory_client, make_settings, rows
 
 BASE = "https://gateway.example.test"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.simulator import Fault, Simulator
-from app.store import MIGRATIONS, SCHEMA_VERSION, GenerationStore
+from app.pixazo.simulator import Fault, Simulator
+from app.storage.records import MIGRATIONS, SCHEMA_VERSION, GenerationStore
 from tests.conftest import http_client, in_memory_client, live_server, make_settings
 
 

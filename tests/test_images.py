@@ -15,9 +15,9 @@ from mcp import MCPError
 from PIL import Image
 
 from app.errors import DownloadError
-from app.images import check_url, host_allowed
+from app.pixazo.simulator import Fault, Simulator
 from app.settings import Settings
-from app.simulator import Fault, Simulator
+from app.storage.images import check_url, host_allowed
 from tests.conftest import LiveServer, http_client, in_memory_client, make_settings, rows
 
 
@@ -134,7 +134,7 @@ async def test_the_result_carries_text_a_resource_link_and_a_thumbnail(tmp_path:
 
 
 async def test_a_large_image_is_thumbnailed_under_the_limits(tmp_path: Path) -> None:
-    from app.images import make_thumbnail
+    from app.storage.images import make_thumbnail
 
     noisy = Image.effect_noise((2048, 1536), 120).convert("RGB")
     out = io.BytesIO()

@@ -18,7 +18,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from app.simulator import Simulator
+from app.pixazo.simulator import Simulator
 from tests.conftest import TEST_KEY, free_port, rows
 
 

@@ -12,7 +12,7 @@ import anyio
 import httpx2
 import pytest
 
-from app.simulator import Fault, Simulator
+from app.pixazo.simulator import Fault, Simulator
 from tests.conftest import free_port, http_client, in_memory_client, live_server, make_settings, rows
 
 FAST = {"retry_base_s": 0.01, "retry_cap_s": 0.05}

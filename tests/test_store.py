@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
-from app.store import SCHEMA_VERSION, GenerationStore
+from app.storage.records import SCHEMA_VERSION, GenerationStore
 
 
 async def test_a_new_database_is_created_with_wal_and_the_current_schema(tmp_path: Path) -> None:

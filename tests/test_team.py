@@ -12,9 +12,9 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from pydantic import SecretStr
 
-from app.auth import ConfigError, check_exposure, load_tokens
+from app.identity.tokens import ConfigError, check_exposure, load_tokens
+from app.pixazo.simulator import Simulator
 from app.settings import Settings
-from app.simulator import Simulator
 from tests.conftest import LiveServer, http_client, live_server, make_settings, rows
 
 ALICE = "alice-token-0123456789abcdef"
@@ -141,7 +141,7 @@ async def test_allowed_hosts_and_origins_come_from_settings(tmp_path: Path, sim:
 
 
 async def test_metrics_after_a_few_calls(tmp_path: Path, sim: Simulator) -> None:
-    from app.simulator import Fault
+    from app.pixazo.simulator import Fault
 
     settings = make_settings(tmp_path, sim.url, auth_tokens=TOKENS, inline_image="none", retry_base_s=0.01)
     sim.push(Fault(kind="http", status=503))

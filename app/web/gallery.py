@@ -19,10 +19,10 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import TeamTokenVerifier
-from app.server import Runtime
+from app.identity.tokens import TeamTokenVerifier
+from app.protocol.server import Runtime
 from app.settings import Settings
-from app.store import Generation, parse_generation_id
+from app.storage.records import Generation, parse_generation_id
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 PAGE_SIZE = 24

@@ -18,12 +18,12 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
-from app.auth import TeamTokenVerifier, check_exposure, load_tokens
-from app.gallery import Gallery, session_middleware, unauthorized
-from app.server import Runtime, build_server
+from app.core.state import open_state
+from app.identity.tokens import TeamTokenVerifier, check_exposure, load_tokens
+from app.pixazo.simulator import Simulator
+from app.protocol.server import Runtime, build_server
 from app.settings import Settings
-from app.simulator import Simulator
-from app.state import open_state
+from app.web.gallery import Gallery, session_middleware, unauthorized
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The least an MCP server over the Pixazo simulator can be: one shared aiohttp session, one tool that
 posts and returns the URL; no database, no downloads, no limits. The benchmark's yardstick.
 
-    python -m app.bench_reference --port 8300 --upstream http://127.0.0.1:8100
+    python -m app.ops.bench_reference --port 8300 --upstream http://127.0.0.1:8100
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from app.pixazo import SDXL_PATH, request_headers
+from app.pixazo.client import SDXL_PATH, request_headers
 
 
 def build(upstream: str) -> Starlette:

@@ -2,7 +2,7 @@
 
 What is publicly known is in the project's shared docs (pixazo-api.md); nothing here was confirmed
 with a live key, so the facts below are written to tolerate each reported variant. The simulator
-(`app.simulator`) imports these same constants, so correcting one corrects both.
+(`app.pixazo.simulator`) imports these same constants, so correcting one corrects both.
 """
 
 from __future__ import annotations

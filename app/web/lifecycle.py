@@ -17,7 +17,7 @@ import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.server import Runtime
+from app.protocol.server import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,10 @@ from typing import Any
 
 import anyio
 
-from app import messages
-from app.errors import DownloadError, NotFoundError, UpstreamError, UpstreamHTTPError, UpstreamTimeoutError
-from app.images import ImageStore
-from app.limits import RATE_LIMITED, CallerLimits
-from app.metrics import Metrics
-from app.pixazo import PixazoClient
-from app.resilience import (
+from app.core import messages
+from app.core.limits import RATE_LIMITED, CallerLimits
+from app.core.metrics import Metrics
+from app.core.resilience import (
     Backoff,
     BreakerOpenError,
     CircuitBreaker,
@@ -26,8 +23,11 @@ from app.resilience import (
     counts_against_gateway,
     is_retryable,
 )
+from app.errors import DownloadError, NotFoundError, UpstreamError, UpstreamHTTPError, UpstreamTimeoutError
+from app.pixazo.client import PixazoClient
 from app.settings import Settings
-from app.store import Generation, GenerationStore
+from app.storage.images import ImageStore
+from app.storage.records import Generation, GenerationStore
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from app.store import GenerationStore
+from app.storage.records import GenerationStore
 
 RATE_LIMITED = "RATE_LIMITED"
 

@@ -1,7 +1,7 @@
 """A Pixazo gateway simulator: a real HTTP server on loopback that renders real PNGs.
 
 Used by the tests, `pixazo-mcp serve --demo` and the benchmark. It speaks the SDXL endpoint's shape
-as described in `app.pixazo` and can be told to misbehave (see `Fault`), either in-process or over
+as described in `app.pixazo.client` and can be told to misbehave (see `Fault`), either in-process or over
 its control routes (`POST /_sim/faults`, `GET /_sim/stats`, `POST /_sim/reset`).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, ImageDraw
 
-from app.pixazo import KEY_HEADER, SDXL_PATH
+from app.pixazo.client import KEY_HEADER, SDXL_PATH
 
 RECENT = 1000  # requests whose bodies and headers Stats keeps for inspection
 FAULT_KINDS = ("http", "hang", "reset", "html", "truncated", "no_url", "slow", "url")

@@ -147,7 +147,7 @@ class ImageStore:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, self._allowed)
             try:
-                # The session's own timeouts apply (see app.state.http_session).
+                # The session's own timeouts apply (see app.core.state.http_session).
                 async with self._http.get(url, allow_redirects=False) as resp:
                     if resp.status in (301, 302, 303, 307, 308):
                         location = resp.headers.get("Location")

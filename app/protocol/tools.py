@@ -15,14 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import PydanticCustomError
 
 from app import __version__
-from app.auth import current_caller
-from app.calllog import CALL_INFO
+from app.core.service import Outcome
+from app.core.state import AppState
 from app.errors import NotFoundError
-from app.images import THUMB_MIME
-from app.pixazo import SDXL_LIMITS, Limit
-from app.service import Outcome
+from app.identity.tokens import current_caller
+from app.pixazo.client import SDXL_LIMITS, Limit
+from app.protocol.calllog import CALL_INFO
 from app.settings import Settings
-from app.state import AppState
+from app.storage.images import THUMB_MIME
 
 EXTRA_KWARG = "extra_arguments"
 

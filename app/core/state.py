@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from app.images import ImageStore
-from app.metrics import Metrics
-from app.pixazo import PixazoClient
-from app.service import GenerationService
+from app.core.metrics import Metrics
+from app.core.service import GenerationService
+from app.pixazo.client import PixazoClient
 from app.settings import Settings
-from app.store import GenerationStore
+from app.storage.images import ImageStore
+from app.storage.records import GenerationStore
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
-from app.auth import current_caller
+from app.identity.tokens import current_caller
 
 logger = logging.getLogger("pixazo.calls")
 

@@ -162,7 +162,7 @@ async def bench_one(server: str, sim_url: str, calls: int, concurrency: int, ses
                "PIXAZO_SECRETS_DIR": str(work / "no-secrets"), **(extra_env or {})}
     else:
         db = None
-        argv = [sys.executable, "-m", "app.bench_reference", "--port", str(port), "--upstream", sim_url]
+        argv = [sys.executable, "-m", "app.ops.bench_reference", "--port", str(port), "--upstream", sim_url]
         env = {}
     async with _process(argv, env, url + "/mcp", server) as proc:
         await drive(url, min(20, calls), min(20, concurrency), 1)  # warm-up, not counted

@@ -16,13 +16,13 @@ from mcp.types import InputRequiredResult
 from pydantic import AnyHttpUrl
 
 from app import __version__
-from app.auth import SCOPE, TeamTokenVerifier
-from app.calllog import ToolCallLog
+from app.core.state import AppState, open_state
 from app.errors import NotFoundError
+from app.identity.tokens import SCOPE, TeamTokenVerifier
+from app.protocol.calllog import ToolCallLog
+from app.protocol.tools import all_tools, state_of
 from app.settings import Settings
-from app.state import AppState, open_state
-from app.store import IMAGE_URI, MAX_ID_DIGITS, parse_generation_id
-from app.tools import all_tools, state_of
+from app.storage.records import IMAGE_URI, MAX_ID_DIGITS, parse_generation_id
 
 INSTRUCTIONS = (
     "Generates images with Pixazo (Stable Diffusion XL). Call pix_generate with a prompt; "

@@ -1,0 +1,1 @@
+"""The use cases: generate, record, fetch, list; limits, resilience, messages, metrics."""

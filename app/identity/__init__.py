@@ -1,0 +1,1 @@
+"""Who a caller is: team tokens (and later the OAuth authorization server)."""

@@ -1,0 +1,1 @@
+"""Operator commands: the benchmark and its reference server, backup."""

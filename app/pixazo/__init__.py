@@ -1,0 +1,1 @@
+"""The Pixazo gateway: its client (every assumption about it) and the simulator."""

@@ -1,0 +1,1 @@
+"""Records and images: the only SQL and the only file writer."""

@@ -1,0 +1,1 @@
+"""The Starlette app, its lifecycle, the gallery and its templates."""
