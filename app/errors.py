@@ -7,6 +7,8 @@
     │   ├── UpstreamConnectionError   no connection, or it broke
     │   └── UpstreamTimeoutError      no answer within the budget
     ├── DownloadError                 the image could not be kept (refused or failed)
+    ├── BlobStoreError                the image storage failed (disk full, read-only, object store down)
+    │   └── BlobNotFoundError         no object under that key
     └── NotFoundError                 no such generation
 
 Messages of these exceptions are for operators (rows, logs); they never hold the key. What a caller
@@ -50,6 +52,14 @@ class UpstreamTimeoutError(UpstreamError):
 
 class DownloadError(PixazoMCPError):
     """The image could not be copied into local storage; the message says why, for the caller too."""
+
+
+class BlobStoreError(PixazoMCPError):
+    """A storage backend could not read or write an object. The message names no internal path."""
+
+
+class BlobNotFoundError(BlobStoreError):
+    """No object is stored under the key."""
 
 
 class NotFoundError(PixazoMCPError):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,3 +117,27 @@ def rows(db_path: Path, where: str = "1=1") -> list[dict[str, Any]]:
     with sqlite3.connect(db_path) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute(f"SELECT * FROM generations WHERE {where} ORDER BY id")]  # noqa: S608
+
+
+@contextmanager
+def small_filesystem(path: Path, size_kb: int, *, read_only: bool = False) -> Iterator[Path]:
+    """A real tmpfs of `size_kb` KB mounted at `path` (read-only if asked), unmounted afterwards.
+
+    Tests run as root, where chmod does not stop a write: a full or read-only filesystem is the only
+    honest way to make the kernel refuse one. Without mount rights the test skips locally and fails in
+    CI (CI=true), where the fixture must work.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0755", "tmpfs", str(path)],  # noqa: S607
+                          capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        reason = f"cannot mount a tmpfs here ({done.stderr.strip()})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True, timeout=30)  # noqa: S607
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)  # noqa: S607

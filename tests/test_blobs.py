@@ -1,0 +1,130 @@
+"""The BlobStore contract, one suite for every backend (add a backend to BACKENDS and `_open`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from app.errors import BlobNotFoundError, BlobStoreError
+from app.storage.blobs import BlobStore, LocalBlobStore
+from tests.conftest import small_filesystem
+
+BACKENDS = ["local"]
+KEY = "7-0123456789abcdef.png"
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "local":
+        yield LocalBlobStore(tmp_path / "blobs")
+    else:  # pragma: no cover - a backend listed without a constructor here
+        raise AssertionError(request.param)
+
+
+def leftovers(store: BlobStore) -> list[str]:
+    """Every name in the backend, temporaries included."""
+    assert isinstance(store, LocalBlobStore)
+    return sorted(os.listdir(store.root))
+
+
+async def chunks_of(data: bytes, size: int = 50_000, fail_after: int | None = None) -> AsyncIterator[bytes]:
+    for sent, start in enumerate(range(0, len(data), size)):
+        if fail_after is not None and sent == fail_after:
+            raise ValueError("the source broke")
+        yield data[start:start + size]
+        await asyncio.sleep(0)
+
+
+async def collect(stream: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+async def test_a_put_object_reads_back_whole_by_get_stream_and_size(store: BlobStore) -> None:
+    data = os.urandom(1_300_000)
+    assert await store.put(KEY, chunks_of(data)) == len(data)
+    assert await store.get(KEY) == data
+    assert await collect(store.stream(KEY)) == data
+    assert await store.size(KEY) == len(data)
+    assert leftovers(store) == [KEY]
+
+
+async def test_put_replaces_an_object_whole(store: BlobStore) -> None:
+    await store.put(KEY, chunks_of(b"a" * 300_000))
+    await store.put(KEY, chunks_of(b"b" * 1000), durable=False)
+    assert await store.get(KEY) == b"b" * 1000
+
+
+async def test_a_source_that_raises_leaves_nothing_and_its_error_propagates(store: BlobStore) -> None:
+    with pytest.raises(ValueError, match="the source broke"):
+        await store.put(KEY, chunks_of(os.urandom(1_000_000), fail_after=10))
+    assert await store.size(KEY) is None
+    assert leftovers(store) == []
+
+
+async def test_a_cancelled_put_leaves_nothing(store: BlobStore) -> None:
+    started = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 100_000
+            started.set()
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(store.put(KEY, endless()))
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.size(KEY) is None
+    assert leftovers(store) == []
+
+
+async def test_missing_objects_are_reported_as_missing(store: BlobStore) -> None:
+    with pytest.raises(BlobNotFoundError):
+        await store.get(KEY)
+    with pytest.raises(BlobNotFoundError):
+        await collect(store.stream(KEY))
+    assert await store.size(KEY) is None
+    await store.delete(KEY)  # absent is fine
+
+
+async def test_delete_removes_the_object(store: BlobStore) -> None:
+    await store.put(KEY, chunks_of(b"abc"))
+    await store.delete(KEY)
+    assert await store.size(KEY) is None
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "x.png", "1-0123456789abcdef.png/../../a", "", "1-0123.png"])
+async def test_only_server_made_names_are_keys(store: BlobStore, key: str) -> None:
+    with pytest.raises(BlobStoreError, match="invalid stored image name"):
+        await store.put(key, chunks_of(b"abc"))
+    with pytest.raises(BlobStoreError):
+        await store.get(key)
+
+
+async def test_check_passes_on_a_writable_store(store: BlobStore) -> None:
+    await store.check()
+    assert leftovers(store) == []
+
+
+async def test_a_full_disk_fails_the_put_with_our_error_and_leaves_nothing(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "full", 256) as root:
+        store = LocalBlobStore(root)
+        with pytest.raises(BlobStoreError, match="No space left on device"):
+            await store.put(KEY, chunks_of(os.urandom(1_000_000)))
+        assert await store.size(KEY) is None
+        assert os.listdir(root) == []
+
+
+async def test_a_read_only_directory_fails_put_and_check_with_our_error(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "ro", 256, read_only=True) as root:
+        store = LocalBlobStore(root)
+        with pytest.raises(BlobStoreError, match="Read-only file system"):
+            await store.put(KEY, chunks_of(b"abc"))
+        with pytest.raises(BlobStoreError, match="not writable"):
+            await store.check()
+        assert os.listdir(root) == []
