@@ -104,7 +104,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not '²' or U+0661: float() fails on one, misreads the other
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

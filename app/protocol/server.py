@@ -22,7 +22,7 @@ from app.identity.tokens import SCOPE, TeamTokenVerifier
 from app.protocol.calllog import ToolCallLog
 from app.protocol.tools import all_tools, state_of
 from app.settings import Settings
-from app.storage.records import IMAGE_URI, MAX_ID_DIGITS, parse_generation_id
+from app.storage.records import IMAGE_URI, parse_generation_id
 
 INSTRUCTIONS = (
     "Generates images with Pixazo (Stable Diffusion XL). Call pix_generate with a prompt; "
@@ -30,7 +30,8 @@ INSTRUCTIONS = (
     "(pixazo://generations/{id}/image) and a thumbnail. list_generations and get_generation "
     "search the history."
 )
-IMAGE_URI_PATTERN = re.compile(re.escape(IMAGE_URI).replace(r"\{id\}", rf"(\d{{1,{MAX_ID_DIGITS}}})"))
+# Any id segment: parse_generation_id decides what is an id (not `\d`, which matches U+0661 too).
+IMAGE_URI_PATTERN = re.compile(re.escape(IMAGE_URI).replace(r"\{id\}", r"([^/]+)"))
 
 
 @dataclass
@@ -54,7 +55,7 @@ class PixazoServer(MCPServer[AppState]):
             return await super().read_resource(uri, context)
         state = context.request_context.lifespan_context
         try:
-            data, mime = await state.service.image_bytes(int(match[1]))
+            data, mime = await state.service.image_bytes(_parse_id(match[1]))
         except NotFoundError as exc:
             raise ResourceError(str(exc)) from None
         return [ReadResourceContents(content=data, mime_type=mime)]

@@ -23,6 +23,7 @@ from app.pixazo.client import SDXL_LIMITS, Limit
 from app.protocol.calllog import CALL_INFO
 from app.settings import Settings
 from app.storage.images import THUMB_MIME
+from app.storage.records import MAX_ID, MIN_ID
 
 EXTRA_KWARG = "extra_arguments"
 
@@ -269,7 +270,8 @@ async def list_generations(
     limit: Annotated[int, Field(ge=1, le=100, description="How many to return.")] = 20,
     status: Annotated[str | None, Field(description="Only this status, e.g. SUCCESS or HTTP_429.")] = None,
     query: Annotated[str | None, Field(max_length=500, description="Words the prompt must contain.")] = None,
-    before_id: Annotated[int | None, Field(ge=1, description="Only ids below this (for paging).")] = None,
+    before_id: Annotated[int | None, Field(ge=MIN_ID, le=MAX_ID, description="Only ids below this (for paging).")
+                         ] = None,
     caller: Annotated[str | None, Field(max_length=64, description="Only this caller's generations.")] = None,
 ) -> GenerationPage:
     """List recorded generations, newest first, optionally filtered by status, caller or prompt words."""
@@ -280,7 +282,8 @@ async def list_generations(
                           next_before_id=records[-1].id if len(records) == limit else None)
 
 
-async def get_generation(ctx: Context, id: Annotated[int, Field(ge=1, description="The generation's id.")],
+async def get_generation(ctx: Context,
+                         id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation's id.")],
                          ) -> GenerationRecord:
     """Get one recorded generation by id: prompt, parameters, status, URLs and the stored image's details."""
     try:

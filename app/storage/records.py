@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,14 +65,25 @@ SCHEMA_VERSION = len(MIGRATIONS)
 PENDING = "PENDING"
 # The MCP resource of a generation's stored image; the server's template and reads use the same.
 IMAGE_URI = "pixazo://generations/{id}/image"
-MAX_ID_DIGITS = 18  # keeps ids from paths inside SQLite's 64-bit integers
+# Ids are SQLite rowids: 1 ... 2^63-1. Every id a caller gives (tool argument, path, query, resource
+# URI) is bounded by these, so no value can overflow SQLite's 64-bit integers.
+MIN_ID = 1
+MAX_ID = 2**63 - 1
+# ASCII digits only: str.isdigit() also accepts '²' (int() then fails) and U+0661, the Arabic-Indic
+# one (int() reads it as 1).
+_ID_TEXT = re.compile(r"[0-9]{1,19}")
 
 
 def parse_generation_id(raw: str | None) -> int | None:
-    """A generation id from a path or query parameter, or None when it cannot be one."""
-    if raw and raw.isdigit() and len(raw) <= MAX_ID_DIGITS:
-        return int(raw)
-    return None
+    """A generation id from a path, query parameter or resource URI, or None when it cannot be one.
+
+    The one parser for ids in text: every route and resource template uses it."""
+    if raw is None or not _ID_TEXT.fullmatch(raw):
+        return None
+    value = int(raw)
+    return value if MIN_ID <= value <= MAX_ID else None
+
+
 INTERRUPTED = "INTERRUPTED"
 
 
