@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -85,6 +89,9 @@ def parse_generation_id(raw: str | None) -> int | None:
 
 
 INTERRUPTED = "INTERRUPTED"
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for the lock before it fails
+READERS = 2  # reader connections: reads run beside the writer and beside each other
+PROBE_TIMEOUT_S = 1.0  # /healthz: longer than any of our own writes holds the lock
 
 
 def utc_now() -> str:
@@ -160,11 +167,59 @@ def fts_query(text: str) -> str | None:
     return " ".join('"' + w.replace('"', '""') + '"*' for w in words[:16])
 
 
-class GenerationStore:
-    """One aiosqlite connection (one writer thread); WAL lets readers in other processes read."""
+async def _open_reader(path: Path) -> aiosqlite.Connection:
+    reader = await aiosqlite.connect(path, isolation_level=None)
+    reader.row_factory = aiosqlite.Row
+    try:
+        await reader.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        await reader.execute("PRAGMA query_only=ON")  # a reader never writes, by construction
+    except BaseException:
+        await reader.close()
+        raise
+    return reader
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+
+def _probe_write(path: Path, timeout_s: float) -> str | None:
+    """The blocking half of GenerationStore.write_problem (runs in a worker thread)."""
+    try:
+        # mode=rw: a deleted file is a problem to report, not an empty database to create.
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True, timeout=timeout_s,
+                               isolation_level=None)
+    except sqlite3.Error as exc:
+        return f"cannot open the database ({exc})"
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute("SELECT id, status FROM generations ORDER BY id DESC LIMIT 1").fetchall()
+        # Rewriting the header page with the value it has makes the commit write a WAL frame.
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return f"the write lock is held elsewhere (waited {timeout_s:g} s)"
+        return f"a write failed ({exc})"
+    except sqlite3.Error as exc:
+        return f"the database is damaged ({exc})"
+    finally:
+        conn.close()
+    return None
+
+
+class GenerationStore:
+    """One writer connection (one aiosqlite thread) and a few reader connections, in WAL mode.
+
+    Reads never queue behind writes: WAL lets readers run while a writer holds the lock, and each
+    reader has its own thread. A blocked write (another process holding the lock) stalls only writes.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path | None = None,
+                 readers: list[aiosqlite.Connection] | None = None) -> None:
         self._conn = conn
+        self._path = path
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers = list(readers or [])
+        for reader in self._all_readers:
+            self._readers.put_nowait(reader)
 
     @classmethod
     async def open(cls, path: Path) -> GenerationStore:
@@ -173,20 +228,49 @@ class GenerationStore:
         # connection's thread instead of two (execute, then commit).
         conn = await aiosqlite.connect(path, isolation_level=None)
         conn.row_factory = aiosqlite.Row
+        readers: list[aiosqlite.Connection] = []
         try:
             await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(conn)
-            await store._migrate()
+            await cls(conn)._migrate()
+            for _ in range(READERS):
+                readers.append(await _open_reader(path))
         except BaseException:
+            for reader in readers:
+                await reader.close()
             await conn.close()
             raise
-        return store
+        return cls(conn, path, readers)
 
     async def close(self) -> None:
+        for reader in self._all_readers:
+            await reader.close()
         await self._conn.close()
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A reader connection for one query (the writer when the store was built without readers)."""
+        if not self._all_readers:
+            yield self._conn
+            return
+        reader = await self._readers.get()
+        try:
+            yield reader
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def write_problem(self, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+        """None when a write can succeed now, else why not (for /healthz).
+
+        Cheap, and not queued behind our own writes: a fresh connection (so nothing cached hides a
+        damaged file) takes the write lock, reads the schema and the newest row, rewrites the header
+        page and commits (so a full disk shows), all within `timeout_s`.
+        """
+        if self._path is None:  # pragma: no cover - stores are always opened from a path
+            return None
+        return await asyncio.to_thread(_probe_write, self._path, timeout_s)
 
     async def schema_version(self) -> int:
         async with self._conn.execute("PRAGMA user_version") as cur:
@@ -204,7 +288,7 @@ class GenerationStore:
             )
 
     async def ping(self) -> bool:
-        async with self._conn.execute("SELECT 1") as cur:
+        async with self._reading() as conn, conn.execute("SELECT 1") as cur:
             return (await cur.fetchone()) is not None
 
     async def mark_interrupted(self) -> int:
@@ -248,7 +332,8 @@ class GenerationStore:
         return Generation.from_row(dict(rows[0]))
 
     async def get(self, gen_id: int) -> Generation | None:
-        async with self._conn.execute("SELECT * FROM generations WHERE id = ?", (gen_id,)) as cur:
+        async with self._reading() as conn, conn.execute("SELECT * FROM generations WHERE id = ?",
+                                                         (gen_id,)) as cur:
             row = await cur.fetchone()
         return Generation.from_row(dict(row)) if row is not None else None
 
@@ -278,13 +363,13 @@ class GenerationStore:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {id_col} DESC LIMIT ?"
         args.append(limit)
-        async with self._conn.execute(sql, args) as cur:
+        async with self._reading() as conn, conn.execute(sql, args) as cur:
             found = await cur.fetchall()
         return [Generation.from_row(dict(r)) for r in found]
 
     async def count_since(self, caller: str | None, since: str, exclude_status: str) -> int:
         """Calls by one caller since an ISO timestamp (for daily limits after a restart)."""
-        async with self._conn.execute(
+        async with self._reading() as conn, conn.execute(
             "SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ? AND status != ?",
             (caller, since, exclude_status),
         ) as cur:
@@ -300,8 +385,9 @@ class GenerationStore:
         index: a few lookups per value instead of a scan of the whole table (SELECT DISTINCT)."""
         if column not in ("caller", "status"):  # the two columns with an index that leads with them
             raise ValueError(column)
-        found = await self._conn.execute_fetchall(
-            f"WITH RECURSIVE v(x) AS (SELECT (SELECT MIN({column}) FROM generations WHERE {column} IS NOT NULL)"  # noqa: S608 - column from a fixed list
-            f" UNION ALL SELECT (SELECT MIN({column}) FROM generations WHERE {column} > x) FROM v"
-            f" WHERE x IS NOT NULL LIMIT ?) SELECT x FROM v WHERE x IS NOT NULL", (limit + 1,))
+        async with self._reading() as conn:
+            found = await conn.execute_fetchall(
+                f"WITH RECURSIVE v(x) AS (SELECT (SELECT MIN({column}) FROM generations WHERE {column} IS NOT NULL)"  # noqa: S608 - column from a fixed list
+                f" UNION ALL SELECT (SELECT MIN({column}) FROM generations WHERE {column} > x) FROM v"
+                f" WHERE x IS NOT NULL LIMIT ?) SELECT x FROM v WHERE x IS NOT NULL", (limit + 1,))
         return [row[0] for row in found][:limit]

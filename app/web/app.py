@@ -111,17 +111,20 @@ def create_app(settings: Settings) -> Starlette:
             runtime.state = None
 
     async def healthz(request: Request) -> JSONResponse:
+        """Whether a generation could be recorded now: reads answer and a write can commit."""
         state = runtime.state
-        db_ok = False
+        problem: str | None = "not started"
         if state is not None:
             try:
-                db_ok = await state.store.ping()
-            except Exception:  # noqa: BLE001 - any database failure means "not healthy"
-                db_ok = False
+                problem = await state.store.write_problem()
+                if problem is None and not await state.store.ping():  # pragma: no cover - SELECT 1 answers
+                    problem = "reads fail"
+            except Exception as exc:  # noqa: BLE001 - any database failure means "not healthy"
+                problem = f"the database failed ({type(exc).__name__})"
         draining = state is not None and state.service.draining
         body: dict[str, Any] = {
-            "status": "draining" if draining else ("ok" if db_ok else "unavailable"),
-            "database": "ok" if db_ok else "closed", "version": __version__,
+            "status": "draining" if draining else ("ok" if problem is None else "unavailable"),
+            "database": problem or "ok", "version": __version__,
         }
         if state is not None:
             service = state.service
@@ -130,7 +133,7 @@ def create_app(settings: Settings) -> Starlette:
             body["in_flight"] = service.cap.in_flight
             body["queued"] = service.cap.waiting
             body["api_key_configured"] = service.client.has_key
-        return JSONResponse(body, status_code=200 if db_ok and not draining else 503)
+        return JSONResponse(body, status_code=200 if problem is None and not draining else 503)
 
     async def authorized(request: Request) -> bool:
         if verifier is None:
