@@ -11,8 +11,8 @@
     │   └── BlobNotFoundError         no object under that key
     └── NotFoundError                 no such generation
 
-Messages of these exceptions are for operators (rows, logs); they never hold the key. What a caller
-reads comes from the catalogue in `app.core.messages`.
+Messages of these exceptions are for operators (rows' `upstream_error`, logs); they never hold the
+key. What a caller reads comes from the catalogue in `app.core.messages`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,14 @@ class UpstreamHTTPError(UpstreamError):
 
 
 class UpstreamProtocolError(UpstreamError):
-    """Pixazo answered with a success code but not with a usable body."""
+    """Pixazo answered with a success code but not with a usable body.
+
+    The message is ours (a caller may read it); `detail` holds what Pixazo sent, for operators only.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class UpstreamConnectionError(UpstreamError):

@@ -83,7 +83,9 @@ async def test_log_in_browse_search_open_and_log_out(browser: Browser, server: L
     await expect(first).to_contain_text("bob")
     failed = page.locator(".card", has_text="a failed attempt")
     await expect(failed.locator(".status")).to_have_text("HTTP_500")
-    await expect(failed.locator(".error")).to_have_text("GPU on fire")
+    # the caller's message, never Pixazo's body ("GPU on fire" stays in the operators' column)
+    await expect(failed.locator(".error")).to_have_text(
+        "Pixazo answered HTTP 500: Pixazo failed on its side. You may try again in a minute.")
     # every thumbnail really loaded
     loaded = await page.eval_on_selector_all("#grid img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
     assert loaded == [True] * 4

@@ -163,7 +163,10 @@ async def test_http_errors_become_http_status_rows_and_tool_errors(
     (row,) = rows(settings.db_path)
     assert row["status"] == f"HTTP_{status}"
     assert row["http_status"] == status
-    assert row["error"] == expected_error
+    # the row's `error` is the caller's message (any caller may read it); Pixazo's words are for operators
+    assert row["error"] == text[text.index("Pixazo answered"):]
+    assert row["upstream_error"] == expected_error
+    assert expected_error not in text
     assert row["image_url"] is None
 
 
@@ -184,6 +187,7 @@ async def test_unusable_answers_become_exception_rows(settings: Settings, upstre
     (row,) = rows(settings.db_path)
     assert row["status"] == "EXCEPTION"
     assert error in row["error"]
+    assert error in row["upstream_error"]
 
 
 async def test_connection_refused_becomes_an_exception_row(tmp_path: Path) -> None:
@@ -195,7 +199,8 @@ async def test_connection_refused_becomes_an_exception_row(tmp_path: Path) -> No
     assert "could not reach Pixazo" in result.content[0].text
     (row,) = rows(settings.db_path)
     assert row["status"] == "EXCEPTION"
-    assert row["error"] == "could not connect to Pixazo"
+    assert row["error"] == "The server could not reach Pixazo. Try again in a minute."
+    assert row["upstream_error"] == "could not connect to Pixazo"
 
 
 async def test_no_key_configured_fails_without_calling_pixazo(tmp_path: Path, upstream: Any) -> None:

@@ -31,7 +31,10 @@ async def test_list_generations_pages_newest_first_and_filters(tmp_path: Path, s
     assert [g["id"] for g in third["generations"]] == [1]
     assert third["next_before_id"] is None
     assert [g["prompt"] for g in failed["generations"]] == ["picture number 2"]
-    assert failed["generations"][0]["error"] == "Simulated failure"
+    # other callers read the message the caller got, never Pixazo's body ("Simulated failure")
+    assert failed["generations"][0]["error"] == (
+        "Pixazo answered HTTP 500: Pixazo failed on its side. You may try again in a minute.")
+    assert "Simulated failure" not in str(failed)
 
 
 async def test_query_searches_prompt_words(tmp_path: Path, sim: Simulator) -> None:

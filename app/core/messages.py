@@ -1,7 +1,8 @@
 """The fixed catalogue of what a caller reads when a generation fails.
 
 Written for agents: what failed, whether trying again can help, and when. Never an upstream body,
-an exception's text, or the key; those stay on the row (`error`) and in the operator's logs.
+an exception's text, or the key. A failed call's message is also its row's `error`, which any caller
+may read later; Pixazo's own words stay in `upstream_error` and the operator's logs.
 """
 
 from __future__ import annotations

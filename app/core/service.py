@@ -23,8 +23,15 @@ from app.core.resilience import (
     counts_against_gateway,
     is_retryable,
 )
-from app.errors import DownloadError, NotFoundError, UpstreamError, UpstreamHTTPError, UpstreamTimeoutError
-from app.pixazo.client import PixazoClient
+from app.errors import (
+    DownloadError,
+    NotFoundError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamProtocolError,
+    UpstreamTimeoutError,
+)
+from app.pixazo.client import MAX_ERROR_CHARS, PixazoClient
 from app.settings import Settings
 from app.storage.images import ImageStore
 from app.storage.records import Generation, GenerationStore
@@ -85,6 +92,15 @@ class Outcome:
         return self.error_message is None
 
 
+def upstream_text(exc: UpstreamError) -> str:
+    """What Pixazo said or sent, for the operators' `upstream_error` column."""
+    if isinstance(exc, UpstreamHTTPError):
+        return exc.message
+    if isinstance(exc, UpstreamProtocolError) and exc.detail is not None:
+        return f"{exc}: {exc.detail[:MAX_ERROR_CHARS]}"
+    return str(exc)
+
+
 def status_for(exc: UpstreamError) -> str:
     if isinstance(exc, UpstreamHTTPError):
         return f"HTTP_{exc.status}"
@@ -110,6 +126,11 @@ class GenerationService:
         self.metrics = metrics or Metrics()
         self.metrics.in_flight.set_function(lambda: self.cap.in_flight)
         self.metrics.queued.set_function(lambda: self.cap.waiting)
+
+    def _scrub(self, text: str) -> str:
+        """An upstream body may echo the key it was sent: never store it."""
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key is not None else ""
+        return text.replace(key, "[redacted]") if key else text
 
     def _observe(self, gen: Generation) -> None:
         self.metrics.generation(gen.status, gen.caller)
@@ -210,10 +231,14 @@ class GenerationService:
                 else:
                     self.breaker.record_success()
                 http_status = exc.status if isinstance(exc, UpstreamHTTPError) else None
-                error = exc.message if isinstance(exc, UpstreamHTTPError) else str(exc)
-                done = await self.store.finish(call.id, status_for(exc), error=error, http_status=http_status,
-                                               **call.fields())
-                return Outcome(done, messages.for_upstream(exc, self.settings.timeout_s))
+                # Every caller who reads the row later sees what this caller was told; Pixazo's own
+                # words go to a column (and a log line) that only operators read.
+                message = messages.for_upstream(exc, self.settings.timeout_s)
+                upstream = self._scrub(upstream_text(exc))
+                logger.info("generation %s: Pixazo failed (%s): %s", call.id, status_for(exc), upstream)
+                done = await self.store.finish(call.id, status_for(exc), error=message, http_status=http_status,
+                                               upstream_error=upstream, **call.fields())
+                return Outcome(done, message)
             verdict = True
             self.breaker.record_success()
             call.image_url = image_url  # from here on, a cancelled or failed row still keeps the URL

@@ -63,6 +63,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE generations ADD COLUMN caller TEXT;
     CREATE INDEX generations_caller_id ON generations (caller, id);
     """,
+    # 5: Pixazo's own words about a failure, for operators only; `error` becomes the server's message
+    # (what every caller may read). Older rows kept the upstream text in `error`: move it.
+    """
+    ALTER TABLE generations ADD COLUMN upstream_error TEXT;
+    UPDATE generations SET upstream_error = error, error = 'Pixazo answered HTTP ' || http_status || '.'
+        WHERE http_status IS NOT NULL AND error IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -119,6 +126,8 @@ class Generation:
     attempts: int | None = None
     queue_ms: int | None = None
     caller: str | None = None
+    # Pixazo's own words (an error body, an unusable answer): for operators, never in public().
+    upstream_error: str | None = None
 
     @property
     def resource_uri(self) -> str | None:
@@ -134,10 +143,11 @@ class Generation:
             image_path=row.get("image_path"), image_bytes=row.get("image_bytes"),
             image_sha256=row.get("image_sha256"), image_mime=row.get("image_mime"),
             attempts=row.get("attempts"), queue_ms=row.get("queue_ms"), caller=row.get("caller"),
+            upstream_error=row.get("upstream_error"),
         )
 
     def public(self) -> dict[str, Any]:
-        """The row as a caller may see it."""
+        """The row as any caller may see it: no file path, no upstream text (`upstream_error`)."""
         return {
             "id": self.id, "created_at": self.timestamp, "prompt": self.prompt,
             "parameters": self.parameters, "image_url": self.image_url, "status": self.status,
@@ -316,15 +326,17 @@ class GenerationStore:
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
                      error: str | None = None, http_status: int | None = None,
                      duration_ms: int | None = None, image: StoredImageInfo | None = None,
-                     attempts: int | None = None, queue_ms: int | None = None) -> Generation:
+                     attempts: int | None = None, queue_ms: int | None = None,
+                     upstream_error: str | None = None) -> Generation:
         # One trip to the connection's thread: the update and the finished row together.
         found = await self._conn.execute_fetchall(
             "UPDATE generations SET status = ?, image_url = ?, error = ?, http_status = ?,"
             " duration_ms = ?, finished_at = ?, image_path = ?, image_bytes = ?, image_sha256 = ?,"
-            " image_mime = ?, attempts = ?, queue_ms = ? WHERE id = ? RETURNING *",
+            " image_mime = ?, attempts = ?, queue_ms = ?, upstream_error = ? WHERE id = ? RETURNING *",
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
-             image.sha256 if image else None, image.mime if image else None, attempts, queue_ms, gen_id),
+             image.sha256 if image else None, image.mime if image else None, attempts, queue_ms,
+             upstream_error, gen_id),
         )
         rows = list(found)
         if not rows:  # pragma: no cover - rows are never deleted
