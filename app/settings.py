@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     inline_image: Literal["thumbnail", "none", "full"] = Field(
         default="thumbnail", description="What pix_generate returns inline besides the link.")
     progress_interval_s: float = Field(default=5.0, gt=0, description="Seconds between progress heartbeats.")
+    max_extra_arguments: int = Field(default=16, ge=0, le=1000,
+                                     description="Extra (unknown) pix_generate arguments kept per call.")
+    max_extra_depth: int = Field(default=4, ge=0, le=32,
+                                 description="Lists/objects nested inside one extra argument.")
+    max_extra_bytes: int = Field(default=4096, ge=0, le=1 << 20,
+                                 description="All extra arguments of a call, as compact UTF-8 JSON.")
 
     auth_tokens: SecretStr | None = Field(default=None, description="Comma list of name:token pairs.")
     auth_tokens_file: Path | None = Field(default=None, description="File with one name:token a line.")

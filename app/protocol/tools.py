@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import PydanticCustomError
 
 from app import __version__
+from app.core.extras import ExtraCaps, extra_problem
 from app.core.service import Outcome
 from app.core.state import AppState
 from app.errors import NotFoundError
@@ -30,7 +31,8 @@ EXTRA_KWARG = "extra_arguments"
 PIX_GENERATE_DESCRIPTION = """Generate an image from a text prompt with Pixazo's Stable Diffusion XL model.
 
 Returns the image URL and the generation's id. Every call is recorded, successful or not. Arguments
-the tool does not know are not sent to Pixazo but are kept with the record (use them to tag requests).
+the tool does not know are not sent to Pixazo but are kept with the record (use them to tag requests;
+at most {count} of them, {size} bytes as JSON in all, nested at most {depth} deep).
 A generation usually takes 10-30 seconds."""
 
 
@@ -95,11 +97,14 @@ class _PixGenerateArgsBase(ArgModelBase):
 
     model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True, hide_input_in_errors=True)
 
+    # Set on each model built by pix_generate_arguments, from the settings.
+    extra_caps: ClassVar[ExtraCaps] = ExtraCaps()
+
     @model_validator(mode="wrap")
     @classmethod
     def _explain(cls, data: Any, handler: Any) -> Any:
         try:
-            return handler(data)
+            model = handler(data)
         except ValidationError as exc:
             problems: list[str] = []
             for err in exc.errors():
@@ -116,6 +121,13 @@ class _PixGenerateArgsBase(ArgModelBase):
                 "invalid_arguments", "Invalid arguments: {problems}. Nothing was sent to Pixazo.",
                 {"problems": "; ".join(problems)},
             ) from None
+        # Refused like any invalid argument: before the tool runs, so nothing is recorded or sent.
+        if (problem := extra_problem(model.model_extra or {}, cls.extra_caps)) is not None:
+            raise PydanticCustomError(
+                "invalid_arguments", "Invalid arguments: {problems}. Nothing was recorded or sent to Pixazo.",
+                {"problems": problem},
+            )
+        return model
 
     def model_dump_one_level(self) -> dict[str, Any]:
         kwargs = super().model_dump_one_level()
@@ -146,7 +158,9 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
                            settings.default_guidance_scale),
         "seed": _int_field("seed", settings.default_seed, "Random seed; the same seed repeats an image."),
     }
-    model: type[ArgModelBase] = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
+    model = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
+    model.extra_caps = ExtraCaps(count=settings.max_extra_arguments, depth=settings.max_extra_depth,
+                                 size=settings.max_extra_bytes)
     return model
 
 
@@ -255,7 +269,8 @@ def pix_generate_tool(settings: Settings) -> Tool:
         fn=pix_generate,
         name="pix_generate",
         title="Generate an image (Pixazo SDXL)",
-        description=PIX_GENERATE_DESCRIPTION,
+        description=PIX_GENERATE_DESCRIPTION.format(count=settings.max_extra_arguments,
+                                                    size=settings.max_extra_bytes, depth=settings.max_extra_depth),
         parameters=args.model_json_schema(by_alias=True),
         fn_metadata=FuncMetadata(arg_model=args, output_model=GenerationResult),
         is_async=True,

@@ -312,7 +312,8 @@ class GenerationStore:
     async def insert_pending(self, prompt: str, parameters: dict[str, Any], caller: str | None = None,
                              status: str = PENDING) -> Generation:
         created = utc_now()
-        params_json = json.dumps(parameters, ensure_ascii=False, sort_keys=True)
+        # allow_nan=False: NaN and Infinity are not JSON (json_valid() refuses them); never store them.
+        params_json = json.dumps(parameters, ensure_ascii=False, sort_keys=True, allow_nan=False)
         # execute_fetchall: one trip to the connection's thread and no cursor left to close.
         inserted = list(await self._conn.execute_fetchall(
             "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller) VALUES (?, ?, ?, ?, ?)"
