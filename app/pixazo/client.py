@@ -22,11 +22,13 @@ from app.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
+from app.net import is_http_url
 
 # --- Gateway facts -------------------------------------------------------------------------------
 SDXL_PATH = "/getImage/v1/getSDXLImage"
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
-# The SDXL answer is {"imageUrl": ...}; Flux answers {"output": ...}; newer models nest a list.
+# The SDXL answer is {"imageUrl": ...}; Flux answers {"output": ...}; newer models nest a list
+# ({"output": {"media_url": [...]}}). The first string found is the URL, and it must be http(s).
 IMAGE_URL_FIELDS = ("imageUrl", "output")
 # Error bodies seen: {"error": ...}, {"error": ..., "message": ...}, Azure APIM {"statusCode", "message"},
 # and plain text. The first present field wins; else the HTTP reason phrase.
@@ -84,19 +86,34 @@ def error_message(body: bytes, reason: str | None) -> str:
     return (reason or "no reason given")[:MAX_ERROR_CHARS]
 
 
+def _candidate_url(payload: Any) -> str | None:
+    """The first URL-shaped value in any answer shape we know (see IMAGE_URL_FIELDS), unchecked."""
+    if not isinstance(payload, dict):
+        return None
+    for field in IMAGE_URL_FIELDS:
+        value = payload.get(field)
+        if isinstance(value, str):
+            return value
+    nested = payload.get("output")
+    if isinstance(nested, dict):
+        urls = nested.get("media_url")
+        if isinstance(urls, list) and urls and isinstance(urls[0], str):
+            return urls[0]
+    return None
+
+
 def image_url_from(payload: Any) -> str:
-    """Find the image URL in a success body, or raise UpstreamProtocolError."""
-    if isinstance(payload, dict):
-        for field in IMAGE_URL_FIELDS:
-            value = payload.get(field)
-            if isinstance(value, str) and value.startswith(("https://", "http://")):
-                return value
-        nested = payload.get("output")
-        if isinstance(nested, dict):
-            urls = nested.get("media_url")
-            if isinstance(urls, list) and urls and isinstance(urls[0], str):
-                return urls[0]
-    raise UpstreamProtocolError("the answer has no imageUrl")
+    """Find the image URL in a success body, or raise UpstreamProtocolError.
+
+    Whatever the shape, the URL must be http(s) before anything stores, returns or shows it: a
+    `javascript:` link from the gateway would otherwise end up in the agent's result and the gallery.
+    """
+    url = _candidate_url(payload)
+    if url is None:
+        raise UpstreamProtocolError("the answer has no imageUrl")
+    if not is_http_url(url):
+        raise UpstreamProtocolError("the image URL in the answer is not an http(s) URL", detail=url)
+    return url
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import aiosqlite
 
+from app.net import is_http_url
+
 # Each entry migrates the schema from version i to i + 1 (`PRAGMA user_version`).
 MIGRATIONS: list[str] = [
     # 1: the seed tool's table, plus what a service needs to explain a failure.
@@ -150,7 +152,9 @@ class Generation:
         """The row as any caller may see it: no file path, no upstream text (`upstream_error`)."""
         return {
             "id": self.id, "created_at": self.timestamp, "prompt": self.prompt,
-            "parameters": self.parameters, "image_url": self.image_url, "status": self.status,
+            # Rows written before URLs were checked may hold anything: only http(s) leaves the server.
+            "parameters": self.parameters, "image_url": self.image_url if is_http_url(self.image_url) else None,
+            "status": self.status,
             "error": self.error, "http_status": self.http_status, "duration_ms": self.duration_ms,
             "finished_at": self.finished_at, "resource_uri": self.resource_uri,
             "image_mime": self.image_mime, "image_bytes": self.image_bytes, "image_sha256": self.image_sha256,

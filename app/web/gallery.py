@@ -20,11 +20,14 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.identity.tokens import TeamTokenVerifier
+from app.net import is_http_url
 from app.protocol.server import Runtime
 from app.settings import Settings
 from app.storage.records import Generation, parse_generation_id
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# `{% if url is http_url %}`: a link only for http(s), whatever an old row holds.
+TEMPLATES.env.tests["http_url"] = is_http_url
 PAGE_SIZE = 24
 SESSION_KEY = "caller"
 
