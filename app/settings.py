@@ -82,6 +82,22 @@ class Settings(BaseSettings):
         default=None, description="Signs gallery session cookies (default: a new key each start).")
     secure_cookies: bool = Field(default=False, description="Send the gallery cookie over https only.")
 
+    public_url: str | None = Field(
+        default=None, description="External https base URL; turns on the OAuth authorization server.")
+    oauth_registrations_per_hour: int = Field(
+        default=20, ge=1, description="Dynamic client registrations accepted per client address per hour.")
+    oauth_ca_file: Path | None = Field(
+        default=None, description="Extra CA bundle trusted when fetching client metadata documents.")
+    oauth_metadata_loopback_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="For tests only: hosts whose metadata documents may be on loopback.")
+    oidc_issuer: str | None = Field(default=None, description="The team's OpenID provider (single sign-on).")
+    oidc_client_id: str | None = Field(default=None, description="This server's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(default=None, description="Its client secret.")
+    oidc_name: str | None = Field(default=None, description="The provider's name on the sign-in button.")
+    oidc_callers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Rules mapping e-mail addresses, domains or groups to callers.")
+    oidc_groups_claim: str = Field(default="groups", description="The ID token claim that lists groups.")
+
     demo: bool = Field(default=False, description="Serve against the built-in Pixazo simulator.")
 
     @classmethod
@@ -96,7 +112,8 @@ class Settings(BaseSettings):
             overrides["_secrets_dir"] = secrets_dir
         return cls(**overrides)
 
-    @field_validator("allowed_image_hosts", "allowed_hosts", "allowed_origins", mode="before")
+    @field_validator("allowed_image_hosts", "allowed_hosts", "allowed_origins", "oauth_metadata_loopback_hosts",
+                     "oidc_callers", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return comma_list(value)

@@ -74,9 +74,9 @@ class LiveServer:
 
 
 @asynccontextmanager
-async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
-    """The real app under uvicorn on a free loopback port, in its own thread and event loop."""
-    port = free_port()
+async def live_server(settings: Settings, port: int | None = None) -> AsyncIterator[LiveServer]:
+    """The real app under uvicorn on a free loopback port (or `port`), in its own thread and event loop."""
+    port = port or free_port()
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on", timeout_graceful_shutdown=5)

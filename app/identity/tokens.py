@@ -100,4 +100,7 @@ class TeamTokenVerifier(TokenVerifier):
 def current_caller() -> str | None:
     """The authenticated caller of the MCP request being handled (None when anonymous)."""
     token = get_access_token()
-    return token.client_id if token is not None else None
+    if token is None:
+        return None
+    # An OAuth token's client is the app (Claude, ChatGPT...); the caller is the person who signed in.
+    return token.subject or token.client_id

@@ -18,6 +18,7 @@ from pydantic import AnyHttpUrl
 from app import __version__
 from app.core.state import AppState, open_state
 from app.errors import NotFoundError
+from app.identity.oauth import AuthorizationServer
 from app.identity.tokens import SCOPE, TeamTokenVerifier
 from app.protocol.calllog import ToolCallLog
 from app.protocol.tools import all_tools, state_of
@@ -62,7 +63,8 @@ class PixazoServer(MCPServer[AppState]):
 
 
 def build_server(settings: Settings, runtime: Runtime | None = None,
-                 verifier: TeamTokenVerifier | None = None) -> PixazoServer:
+                 verifier: TeamTokenVerifier | None = None,
+                 oauth: AuthorizationServer | None = None) -> PixazoServer:
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         if runtime is not None and runtime.state is not None:
@@ -80,8 +82,9 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
         tools=all_tools(settings),
         lifespan=lifespan,
         middleware=[ToolCallLog(settings.log_prompt_chars)],
-        token_verifier=verifier,
-        auth=None if verifier is None else AuthSettings(
+        # With the authorization server on, /mcp takes its tokens and the team's static ones side by side.
+        token_verifier=oauth.verifier(verifier) if oauth is not None else verifier,
+        auth=oauth.auth_settings() if oauth is not None else None if verifier is None else AuthSettings(
             # Required by the SDK's settings; never contacted: tokens are checked locally.
             issuer_url=AnyHttpUrl("https://pixazo-mcp.invalid"),
             resource_server_url=None,

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiosqlite
 
 from app.net import is_http_url
+from app.storage.oauth_records import OAUTH_SCHEMA, OAuthRecords
 
 # Each entry migrates the schema from version i to i + 1 (`PRAGMA user_version`).
 MIGRATIONS: list[str] = [
@@ -72,6 +73,8 @@ MIGRATIONS: list[str] = [
     UPDATE generations SET upstream_error = error, error = 'Pixazo answered HTTP ' || http_status || '.'
         WHERE http_status IS NOT NULL AND error IS NOT NULL;
     """,
+    # 6: the OAuth authorization server's clients, pending sign-ins, codes and tokens (hashed).
+    OAUTH_SCHEMA,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -262,6 +265,10 @@ class GenerationStore:
         for reader in self._all_readers:
             await reader.close()
         await self._conn.close()
+
+    def oauth(self) -> OAuthRecords:
+        """The OAuth authorization server's tables, in the same database (replicas share them)."""
+        return OAuthRecords(self._conn)
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:

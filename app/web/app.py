@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -19,10 +20,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.core.state import open_state
-from app.identity.tokens import TeamTokenVerifier, check_exposure, load_tokens
+from app.identity.oauth import AuthorizationServer
+from app.identity.signin import SignInPage
+from app.identity.sso import OpenIDSignOn
+from app.identity.tokens import ConfigError, TeamTokenVerifier, check_exposure, load_tokens
 from app.pixazo.simulator import Simulator
 from app.protocol.server import Runtime, build_server
 from app.settings import Settings
+from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, session_middleware, unauthorized
 
 logger = logging.getLogger(__name__)
@@ -44,10 +49,16 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
             hosts.append(host)
             if ":" not in host.replace("[", "").replace("]", "") or host.endswith("]"):
                 hosts.append(f"{host}:*")
+    origins = list(settings.allowed_origins) or list(LOOPBACK_ORIGINS)
+    if settings.public_url:
+        # The public name is always ours: browsers reach the sign-in page and clients /mcp by it.
+        public = urlsplit(settings.public_url)
+        hosts.append(public.netloc)
+        origins.append(f"{public.scheme}://{public.netloc}")
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=hosts,
-        allowed_origins=list(settings.allowed_origins) or list(LOOPBACK_ORIGINS),
+        allowed_origins=origins,
     )
 
 
@@ -76,10 +87,21 @@ class HostGuard:
 def create_app(settings: Settings) -> Starlette:
     """The whole server. Raises ConfigError when the settings would expose it unsafely."""
     tokens = load_tokens(settings)
-    notice = check_exposure(settings, tokens)
-    verifier = TeamTokenVerifier(tokens) if tokens else None
     runtime = Runtime()
-    mcp = build_server(settings, runtime, verifier)
+
+    def oauth_records() -> OAuthRecords:
+        if runtime.state is None:
+            raise RuntimeError("the server is not running")
+        return runtime.state.store.oauth()
+
+    oauth = AuthorizationServer(settings, oauth_records) if settings.public_url else None
+    sso = OpenIDSignOn(settings, f"{oauth.issuer}/oauth/sso/callback") if oauth and settings.oidc_issuer else None
+    if oauth is not None and not tokens and sso is None:
+        raise ConfigError("PIXAZO_PUBLIC_URL needs a way to sign in: PIXAZO_AUTH_TOKENS or PIXAZO_OIDC_ISSUER")
+    # With the authorization server on, every route needs a credential even without static tokens.
+    notice = check_exposure(settings, tokens) if oauth is None else None
+    verifier = TeamTokenVerifier(tokens) if tokens or oauth is not None else None
+    mcp = build_server(settings, runtime, verifier, oauth)
     gallery = Gallery(runtime, verifier)
     security = transport_security(settings)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
@@ -101,6 +123,9 @@ def create_app(settings: Settings) -> Starlette:
             elif settings.api_key is None:
                 logger.warning("PIXAZO_API_KEY is not set: pix_generate will fail until it is")
             runtime.state = await stack.enter_async_context(open_state(effective))
+            if oauth is not None:
+                await stack.enter_async_context(oauth.running())
+                logger.info("OAuth authorization server on: issuer %s, resource %s", oauth.issuer, oauth.resource)
             await stack.enter_async_context(mcp.session_manager.run())
             if notice:
                 logger.warning(notice)
@@ -109,6 +134,11 @@ def create_app(settings: Settings) -> Starlette:
             logger.info("pixazo-mcp %s ready", __version__)
             yield {}
             runtime.state = None
+
+    def http_session() -> Any:
+        if runtime.state is None:
+            raise RuntimeError("the server is not running")
+        return runtime.state.http
 
     async def healthz(request: Request) -> JSONResponse:
         """Whether a generation could be recorded now: reads answer and a write can commit."""
@@ -171,6 +201,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/images/{id}", image, methods=["GET"], middleware=sessions),
         *gallery.routes(sessions),
+        *(oauth.routes() if oauth is not None else []),
+        *(SignInPage(oauth.provider, verifier if tokens else None, sso, http_session).routes()
+          if oauth is not None else []),
         # The legacy HTTP+SSE transport: its sub-app matches the full paths itself.
         Route("/sse", endpoint=sse_app, methods=["GET"]),
         Route("/messages/", endpoint=sse_app, methods=["POST"]),
@@ -179,5 +212,6 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostGuard, security=security)])
     app.state.runtime = runtime
     app.state.secrets = [*tokens.values(), *(
-        [settings.api_key.get_secret_value()] if settings.api_key is not None else [])]
+        [settings.api_key.get_secret_value()] if settings.api_key is not None else []), *(
+        [settings.oidc_client_secret.get_secret_value()] if settings.oidc_client_secret is not None else [])]
     return app

@@ -1,0 +1,175 @@
+"""Client ID Metadata Documents: an https URL used as a client_id, fetched under the download rules.
+
+Public addresses only (the resolver drops private, loopback and link-local answers, so a name cannot
+be pointed inward after the check), no redirects, a size cap while streaming, a time cap, and a
+short cache. Loopback is reachable only for hosts named in PIXAZO_OAUTH_METADATA_LOOPBACK_HOSTS,
+which exists for tests, like the image downloader's explicit loopback rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from mcp.shared.auth import OAuthClientInformationFull
+from pydantic import ValidationError
+
+from app.identity.redirects import redirect_uri_allowed
+
+logger = logging.getLogger(__name__)
+
+MAX_BYTES = 16 * 1024
+TIMEOUT_S = 5.0
+CACHE_S = 300.0
+FAILURE_CACHE_S = 10.0
+CACHE_ENTRIES = 1000
+
+
+class MetadataDocumentError(Exception):
+    """The document could not be fetched or is not a usable client description."""
+
+
+def is_metadata_url(client_id: str) -> bool:
+    """Whether a client_id is a metadata document URL (https, a path, nothing else)."""
+    parts = urlsplit(client_id)
+    return (parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/")
+            and not parts.fragment and parts.username is None and parts.password is None)
+
+
+def _address_allowed(address: str, host: str, loopback_hosts: list[str]) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.is_global and not ip.is_multicast:
+        return True
+    return ip.is_loopback and host.lower().strip("[]") in loopback_hosts
+
+
+class PublicResolver(AbstractResolver):
+    """Resolves names and keeps only the addresses a metadata fetch may connect to."""
+
+    def __init__(self, loopback_hosts: list[str]) -> None:
+        self._inner = ThreadedResolver()
+        self._loopback_hosts = loopback_hosts
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET,
+                      ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        kept = [r for r in found if _address_allowed(r["host"], host, self._loopback_hosts)]
+        if not kept:
+            raise OSError(f"{host} resolves to no public address")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class MetadataDocuments:
+    """Fetches and caches client metadata documents. Open it (async with) in the lifespan."""
+
+    def __init__(self, loopback_hosts: list[str], ca_file: Path | None, scope: str) -> None:
+        self._loopback_hosts = [h.lower().strip("[]") for h in loopback_hosts]
+        self._ca_file = ca_file
+        self._scope = scope
+        self._session: aiohttp.ClientSession | None = None
+        self._cache: dict[str, tuple[float, OAuthClientInformationFull | None]] = {}
+
+    async def __aenter__(self) -> MetadataDocuments:
+        context = ssl.create_default_context()
+        if self._ca_file is not None:
+            context.load_verify_locations(cafile=str(self._ca_file))
+        connector = aiohttp.TCPConnector(resolver=PublicResolver(self._loopback_hosts), ssl=context, limit=20,
+                                         use_dns_cache=False)
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        # trust_env stays off: no proxy from the environment decides where these requests go.
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def client(self, url: str) -> OAuthClientInformationFull | None:
+        """The client a metadata document describes, or None when it cannot be used (logged)."""
+        now = time.monotonic()
+        cached = self._cache.get(url)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            found: OAuthClientInformationFull | None = self._parse(url, await self._fetch(url))
+            ttl = CACHE_S
+        except MetadataDocumentError as exc:
+            logger.warning("client metadata document %s refused: %s", url, exc)
+            found, ttl = None, FAILURE_CACHE_S
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[url] = (now + ttl, found)
+        return found
+
+    async def _fetch(self, url: str) -> bytes:
+        if self._session is None:
+            raise MetadataDocumentError("the server is not running")
+        host = urlsplit(url).hostname or ""
+        try:
+            # An address literal skips the resolver: check it here.
+            if not _address_allowed(host, host, self._loopback_hosts):
+                raise MetadataDocumentError(f"{host} is not a public address")
+        except ValueError:
+            pass  # a name: the resolver checks what it resolves to
+        try:
+            async with self._session.get(url, allow_redirects=False,
+                                         headers={"Accept": "application/json"}) as response:
+                if response.status != 200:
+                    raise MetadataDocumentError(f"answered HTTP {response.status}")
+                if response.content_length is not None and response.content_length > MAX_BYTES:
+                    raise MetadataDocumentError(f"larger than {MAX_BYTES} bytes")
+                data = b""
+                async for chunk in response.content.iter_chunked(4096):
+                    data += chunk
+                    if len(data) > MAX_BYTES:
+                        raise MetadataDocumentError(f"larger than {MAX_BYTES} bytes")
+                return data
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise MetadataDocumentError(f"fetch failed ({type(exc).__name__}: {exc})") from None
+
+    def _parse(self, url: str, data: bytes) -> OAuthClientInformationFull:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise MetadataDocumentError("not JSON") from None
+        if not isinstance(doc, dict):
+            raise MetadataDocumentError("not a JSON object")
+        if doc.get("client_id") != url:
+            raise MetadataDocumentError("its client_id is not its own URL")
+        uris = doc.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+            raise MetadataDocumentError("no redirect_uris")
+        bad = [u for u in uris if not redirect_uri_allowed(u)]
+        if bad:
+            raise MetadataDocumentError(f"redirect URI {bad[0]!r} is neither https nor loopback")
+        method = doc.get("token_endpoint_auth_method", "none")
+        if method != "none":
+            # A document is public: there is no secret it could share with us.
+            raise MetadataDocumentError(f"token_endpoint_auth_method {method!r} (only 'none')")
+        fields: dict[str, Any] = {
+            "client_id": url, "redirect_uris": uris, "token_endpoint_auth_method": "none", "scope": self._scope,
+            "grant_types": [g for g in doc.get("grant_types", ["authorization_code", "refresh_token"])
+                            if g in ("authorization_code", "refresh_token")],
+            "response_types": ["code"],
+        }
+        for key in ("client_name", "client_uri", "logo_uri"):
+            if isinstance(doc.get(key), str):
+                fields[key] = doc[key]
+        try:
+            return OAuthClientInformationFull.model_validate(fields)
+        except ValidationError as exc:
+            raise MetadataDocumentError(f"invalid metadata ({exc.error_count()} error(s))") from None

@@ -1,0 +1,316 @@
+"""The server's own OAuth authorization server, end to end on a real uvicorn socket: discovery, dynamic
+registration, the sign-in page, codes with PKCE, resource binding, refresh rotation, revocation."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import SecretStr
+
+from app.pixazo.simulator import Simulator
+from app.settings import Settings
+from tests.conftest import LiveServer, free_port, live_server, make_settings, rows
+from tests.oauth_helpers import (
+    REDIRECT,
+    Grant,
+    MemoryStorage,
+    Person,
+    client_metadata,
+    db_bytes,
+    mcp_status,
+    oauth_rows,
+    sdk_auth,
+)
+
+ALICE = "alice-team-token-0123456789"
+BOB = "bob-team-token-0123456789xx"
+
+
+def oauth_settings(tmp_path: Path, sim: Simulator, port: int, **overrides: Any) -> Settings:
+    return make_settings(tmp_path, sim.url, auth_tokens=SecretStr(f"alice:{ALICE},bob:{BOB}"),
+                         public_url=f"http://127.0.0.1:{port}", **overrides)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, sim: Simulator) -> AsyncIterator[LiveServer]:
+    port = free_port()
+    async with live_server(oauth_settings(tmp_path, sim, port), port=port) as live:
+        yield live
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=30) as client:
+        yield client
+
+
+async def test_discovery_from_a_401_to_both_metadata_documents(server: LiveServer,
+                                                               http: httpx2.AsyncClient) -> None:
+    refused = await http.post(server.mcp_url, json={})
+    challenge = refused.headers["www-authenticate"]
+    prm_url = f"{server.url}/.well-known/oauth-protected-resource/mcp"
+    assert challenge.startswith("Bearer ")
+    assert f'resource_metadata="{prm_url}"' in challenge
+    for url in (prm_url, f"{server.url}/.well-known/oauth-protected-resource"):
+        prm = (await http.get(url)).json()
+        assert prm["resource"] == server.mcp_url
+        assert prm["authorization_servers"] == [server.url]
+    meta = (await http.get(server.url + "/.well-known/oauth-authorization-server")).json()
+    assert meta["issuer"] == server.url
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["registration_endpoint"] == server.url + "/register"
+    assert meta["revocation_endpoint"] == server.url + "/revoke"
+    assert meta["client_id_metadata_document_supported"] is True
+    assert meta["authorization_response_iss_parameter_supported"] is True
+    assert "none" in meta["token_endpoint_auth_methods_supported"]
+
+
+async def test_dcr_sign_in_and_generate_with_the_sdk_client(server: LiveServer) -> None:
+    person = Person(ALICE)
+    storage = MemoryStorage()
+    # client_secret_post: the SDK registers a confidential client, whose secret we keep only hashed.
+    auth = sdk_auth(server.mcp_url, person, storage, client_metadata("Claude (test)", "client_secret_post"))
+    async with (httpx2.AsyncClient(auth=auth, timeout=30) as http,
+                Client(streamable_http_client(server.mcp_url, http_client=http)) as client):
+        status = (await client.call_tool("pix_status", {})).structured_content
+        result = await client.call_tool("pix_generate", {"prompt": "a kite over the dunes"})
+    assert status is not None
+    assert status["caller"] == "alice"
+    assert not result.is_error
+    (row,) = rows(server.settings.db_path)
+    assert row["caller"] == "alice"
+    assert row["status"] == "SUCCESS"
+
+    # the sign-in page named the client and where it sends people back; the answer named us (RFC 9207)
+    page = person.pages[0]
+    assert "Claude (test)" in page.text
+    assert "127.0.0.1:9" in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert person.final is not None
+    assert parse_qs(urlsplit(person.final.headers["location"]).query)["iss"] == [server.url]
+
+    # secrets are stored hashed: neither the client secret nor a token appears in the database file
+    assert storage.client is not None
+    assert storage.client.client_secret
+    assert storage.tokens is not None
+    db = db_bytes(server.settings.db_path)
+    for secret in (storage.client.client_secret, storage.tokens.access_token, storage.tokens.refresh_token or "?"):
+        assert secret.encode() not in db
+    hashes = {r["token_sha256"] for r in oauth_rows(server.settings.db_path, "oauth_tokens")}
+    assert hashlib.sha256(storage.tokens.access_token.encode()).hexdigest() in hashes
+    (client_row,) = oauth_rows(server.settings.db_path, "oauth_clients")
+    assert client_row["secret_sha256"] == hashlib.sha256(storage.client.client_secret.encode()).hexdigest()
+
+
+async def test_static_bearer_tokens_keep_working_beside_oauth(server: LiveServer, http: httpx2.AsyncClient) -> None:
+    async with (httpx2.AsyncClient(headers={"Authorization": f"Bearer {BOB}"}, timeout=30) as bearer,
+                Client(streamable_http_client(server.mcp_url, http_client=bearer)) as client):
+        status = (await client.call_tool("pix_status", {})).structured_content
+    assert status is not None
+    assert status["caller"] == "bob"
+    assert await mcp_status(http, server.url, "not-a-token-of-anyone-here") == 401
+
+
+async def test_deny_sends_access_denied_and_no_code(server: LiveServer, http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    assert (await grant.register(http)).status_code == 201
+    person = Person(ALICE, decision="deny")
+    signin_url, fields = await person.open_signin(http, grant.authorize_url())
+    answer = await person.answer(http, signin_url, fields)
+    assert answer.status_code == 303
+    location = answer.headers["location"]
+    assert location.startswith(REDIRECT)
+    query = parse_qs(urlsplit(location).query)
+    assert query["error"] == ["access_denied"]
+    assert query["state"] == [grant.state]
+    assert query["iss"] == [server.url]
+    assert "code" not in query
+    assert oauth_rows(server.settings.db_path, "oauth_codes") == []
+
+
+async def test_a_wrong_team_token_shows_the_page_again_without_a_code(server: LiveServer,
+                                                                     http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    await grant.register(http)
+    person = Person(ALICE)
+    signin_url, fields = await person.open_signin(http, grant.authorize_url())
+    wrong = await person.answer(http, signin_url, fields, token="alice-team-token-but-wrong")
+    assert wrong.status_code == 401
+    assert "location" not in wrong.headers
+    assert "That token is not valid." in wrong.text
+    assert oauth_rows(server.settings.db_path, "oauth_codes") == []
+    # the same request can still be answered with the right token
+    right = await person.answer(http, signin_url, fields)
+    assert right.status_code == 303
+    assert "code=" in right.headers["location"]
+
+
+async def test_the_form_needs_its_csrf_cookie(server: LiveServer, http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    await grant.register(http)
+    person = Person(ALICE)
+    signin_url, fields = await person.open_signin(http, grant.authorize_url())
+    async with httpx2.AsyncClient(timeout=30) as other_browser:  # a cross-site post carries no cookie
+        forged = await other_browser.post(signin_url.split("?")[0], data={**fields, "token": ALICE,
+                                                                          "decision": "allow"})
+    assert forged.status_code == 403
+    assert "location" not in forged.headers
+    assert oauth_rows(server.settings.db_path, "oauth_codes") == []
+
+
+async def test_redirect_uris_are_matched_exactly_and_must_be_https_or_loopback(
+        server: LiveServer, http: httpx2.AsyncClient) -> None:
+    refused = await Grant(server.url).register(http, redirect_uris=["http://evil.example/callback"])
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_redirect_uri"
+    assert (await Grant(server.url).register(http, redirect_uris=["https://claude.ai/api/mcp/auth_callback"])
+            ).status_code == 201
+    grant = Grant(server.url)
+    await grant.register(http)
+    for other in ("http://127.0.0.1:9/callback/", "http://127.0.0.1:10/callback", "http://127.0.0.1:9/other"):
+        answer = await http.get(grant.authorize_url(redirect_uri=other))
+        assert answer.status_code == 400, other  # shown to the person, never sent to the unregistered URI
+        assert answer.json()["error"] == "invalid_request"
+        assert "location" not in answer.headers
+
+
+async def test_a_replayed_code_is_refused_and_revokes_what_it_gave(server: LiveServer,
+                                                                   http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    await grant.register(http)
+    code = await grant.code(http, ALICE)
+    first = await grant.exchange(http, code)
+    assert first.status_code == 200
+    access = first.json()["access_token"]
+    assert first.json()["expires_in"] == 3600
+    assert await mcp_status(http, server.url, access) == 200
+    replay = await grant.exchange(http, code)
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    assert await mcp_status(http, server.url, access) == 401
+
+
+async def test_a_wrong_pkce_verifier_is_refused(server: LiveServer, http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    await grant.register(http)
+    code = await grant.code(http, ALICE)
+    wrong = await grant.exchange(http, code, verifier="x" * 64)
+    assert wrong.status_code == 400
+    assert wrong.json() == {"error": "invalid_grant",
+                                                         "error_description": "incorrect code_verifier"}
+    plain = await http.get(grant.authorize_url(code_challenge_method="plain"))
+    assert plain.status_code in (302, 400)
+    assert "signin" not in plain.headers.get("location", "")
+
+
+async def test_tokens_are_bound_to_this_resource(tmp_path: Path, sim: Simulator, http: httpx2.AsyncClient) -> None:
+    port_a, port_b = free_port(), free_port()
+    settings_a = oauth_settings(tmp_path, sim, port_a)
+    # Another server on the same database (a replica under another name): it shares the tables.
+    settings_b = oauth_settings(tmp_path, sim, port_b)
+    async with live_server(settings_a, port=port_a) as a, live_server(settings_b, port=port_b) as b:
+        grant = Grant(a.url)
+        await grant.register(http)
+        # asking /authorize for another resource is refused back to the client
+        other = await http.get(grant.authorize_url(resource="https://other.example/mcp"))
+        assert other.status_code == 302
+        query = parse_qs(urlsplit(other.headers["location"]).query)
+        assert query["error"] == ["invalid_target"]
+        assert query["iss"] == [a.url]
+        # so is the token request (the SDK's handler alone would ignore it on the code grant)
+        code = await grant.code(http, ALICE)
+        foreign = await grant.exchange(http, code, resource="https://other.example/mcp")
+        assert foreign.status_code == 400
+        assert foreign.json()["error"] == "invalid_target"
+        tokens = (await grant.exchange(http, code)).json()
+        assert await mcp_status(http, a.url, tokens["access_token"]) == 200
+        # a token for A's resource is refused by B, though B can read the same table
+        assert await mcp_status(http, b.url, tokens["access_token"]) == 401
+        # and B will not redeem A's codes either
+        grant_b = Grant(b.url, client_id=grant.client_id)
+        code_a = await grant.code(http, ALICE)
+        cross = await grant_b.exchange(http, code_a, verifier=grant.verifier)
+        assert cross.status_code == 400
+
+
+async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_family(
+        server: LiveServer, http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    await grant.register(http)
+    first = (await grant.exchange(http, await grant.code(http, ALICE))).json()
+    second = await grant.refresh(http, first["refresh_token"])
+    assert second.status_code == 200
+    second_tokens = second.json()
+    assert second_tokens["refresh_token"] != first["refresh_token"]
+    assert await mcp_status(http, server.url, second_tokens["access_token"]) == 200
+    # the first refresh token comes back: someone holds a copy; the whole grant ends
+    reuse = await grant.refresh(http, first["refresh_token"])
+    assert reuse.status_code == 400
+    assert reuse.json()["error"] == "invalid_grant"
+    assert await mcp_status(http, server.url, second_tokens["access_token"]) == 401
+    assert (await grant.refresh(http, second_tokens["refresh_token"])).status_code == 400
+    # another grant of the same person is untouched
+    other = (await grant.exchange(http, await grant.code(http, ALICE))).json()
+    assert await mcp_status(http, server.url, other["access_token"]) == 200
+
+
+async def test_an_expired_token_is_refused_and_the_sdk_client_signs_in_again(server: LiveServer) -> None:
+    storage = MemoryStorage()
+    person = Person(ALICE)
+    async with (httpx2.AsyncClient(auth=sdk_auth(server.mcp_url, person, storage), timeout=30) as http,
+                Client(streamable_http_client(server.mcp_url, http_client=http)) as client):
+        await client.call_tool("pix_status", {})
+    assert storage.tokens is not None
+    first = storage.tokens
+    # An hour passes: the server's record says the access token is over.
+    with sqlite3.connect(server.settings.db_path) as conn:
+        conn.execute("UPDATE oauth_tokens SET expires_at = 0 WHERE kind = 'access'")
+    async with httpx2.AsyncClient(timeout=30) as raw:
+        assert await mcp_status(raw, server.url, first.access_token) == 401
+    # The client still thinks it valid; it is refused, and signs in again (the person answers once more).
+    async with (httpx2.AsyncClient(auth=sdk_auth(server.mcp_url, person, storage), timeout=30) as http,
+                Client(streamable_http_client(server.mcp_url, http_client=http)) as client):
+        status = (await client.call_tool("pix_status", {})).structured_content
+    assert status is not None
+    assert status["caller"] == "alice"
+    assert storage.tokens.access_token != first.access_token
+
+
+async def test_revocation_ends_the_grant(server: LiveServer, http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    await grant.register(http)
+    tokens = (await grant.exchange(http, await grant.code(http, ALICE))).json()
+    assert await mcp_status(http, server.url, tokens["access_token"]) == 200
+    revoked = await http.post(server.url + "/revoke", data={"token": tokens["refresh_token"],
+                                                            "client_id": grant.client_id})
+    assert revoked.status_code == 200
+    assert await mcp_status(http, server.url, tokens["access_token"]) == 401
+    assert (await grant.refresh(http, tokens["refresh_token"])).status_code == 400
+
+
+async def test_registration_is_rate_limited(tmp_path: Path, sim: Simulator, http: httpx2.AsyncClient) -> None:
+    port = free_port()
+    async with live_server(oauth_settings(tmp_path, sim, port, oauth_registrations_per_hour=2), port=port) as live:
+        answers = [(await Grant(live.url).register(http)).status_code for _ in range(3)]
+        assert answers == [201, 201, 429]
+
+
+async def test_oauth_needs_a_way_to_sign_in(tmp_path: Path) -> None:
+    from app.identity.tokens import ConfigError
+    from app.web.app import create_app
+
+    with pytest.raises(ConfigError, match="needs a way to sign in"):
+        create_app(make_settings(tmp_path, public_url="https://mcp.example.com"))
+    with pytest.raises(ConfigError, match="https"):
+        create_app(make_settings(tmp_path, auth_tokens=SecretStr(f"alice:{ALICE}"),
+                                 public_url="http://mcp.example.com"))
