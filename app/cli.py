@@ -59,6 +59,21 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _oauth(args: argparse.Namespace) -> int:
+    from app.identity.oauth_admin import list_clients, revoke
+
+    db_path = Path(args.db) if args.db else Settings.load().db_path
+    if args.oauth_command == "clients":
+        print("\n".join(asyncio.run(list_clients(db_path))))
+        return 0
+    if (args.client_id is None) == (args.caller is None):
+        print("pixazo-mcp oauth revoke: give a CLIENT_ID or --caller NAME (one of them)", file=sys.stderr)
+        return 2
+    found, message = asyncio.run(revoke(db_path, args.client_id, args.caller))
+    print(message, file=sys.stdout if found else sys.stderr)
+    return 0 if found else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from app.ops.bench import run
 
@@ -96,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                        help="extra setting for our server, e.g. PIXAZO_INLINE_IMAGE=none (repeatable)")
     bench.set_defaults(func=_bench)
+
+    oauth = sub.add_parser("oauth", help="the OAuth authorization server's clients and tokens")
+    oauth.add_argument("--db", default=None, help="database (default: PIXAZO_DB_PATH)")
+    oauth_sub = oauth.add_subparsers(dest="oauth_command", required=True)
+    oauth_sub.add_parser("clients", help="list registered clients and what they last did")
+    oauth_revoke = oauth_sub.add_parser("revoke", help="end the tokens of a client, or of a caller")
+    oauth_revoke.add_argument("client_id", nargs="?", default=None, metavar="CLIENT_ID")
+    oauth_revoke.add_argument("--caller", default=None, metavar="NAME", help="every token signed in as NAME")
+    oauth.set_defaults(func=_oauth)
 
     bak = sub.add_parser("backup", help="copy the database consistently while the server runs")
     bak.add_argument("dest", help="file (or directory) to write the copy to")

@@ -3,8 +3,10 @@ registration, the sign-in page, codes with PKCE, resource binding, refresh rotat
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +316,46 @@ async def test_oauth_needs_a_way_to_sign_in(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="https"):
         create_app(make_settings(tmp_path, auth_tokens=SecretStr(f"alice:{ALICE}"),
                                  public_url="http://mcp.example.com"))
+
+
+async def cli(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "app.cli", *args,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
+async def test_operators_list_clients_and_revoke_by_client_or_caller(server: LiveServer,
+                                                                     http: httpx2.AsyncClient) -> None:
+    db = str(server.settings.db_path)
+    claude, chatgpt = Grant(server.url), Grant(server.url)
+    await claude.register(http, client_name="Claude")
+    await chatgpt.register(http, client_name="ChatGPT")
+    alice_in_claude = (await claude.exchange(http, await claude.code(http, ALICE))).json()
+    bob_in_chatgpt = (await chatgpt.exchange(http, await chatgpt.code(http, BOB))).json()
+    alice_in_chatgpt = (await chatgpt.exchange(http, await chatgpt.code(http, ALICE))).json()
+
+    code, out = await cli("oauth", "--db", db, "clients")
+    assert code == 0
+    assert f"{claude.client_id}  [dcr] Claude" in out
+    assert f"{chatgpt.client_id}  [dcr] ChatGPT" in out
+    assert "tokens issued (alice)" in out
+    assert "live tokens: 4 (callers: alice, bob)" in out  # an access and a refresh token per grant
+
+    code, out = await cli("oauth", "--db", db, "revoke", claude.client_id)
+    assert code == 0
+    assert "revoked 2 token(s)" in out
+    assert await mcp_status(http, server.url, alice_in_claude["access_token"]) == 401
+    assert await mcp_status(http, server.url, bob_in_chatgpt["access_token"]) == 200
+
+    code, out = await cli("oauth", "--db", db, "revoke", "--caller", "bob")
+    assert code == 0
+    assert await mcp_status(http, server.url, bob_in_chatgpt["access_token"]) == 401
+    assert (await chatgpt.refresh(http, bob_in_chatgpt["refresh_token"])).status_code == 400
+    assert await mcp_status(http, server.url, alice_in_chatgpt["access_token"]) == 200
+
+    code, out = await cli("oauth", "--db", db, "revoke", "no-such-client")
+    assert code == 1
+    assert "no OAuth client 'no-such-client'" in out
+    code, out = await cli("oauth", "--db", db, "clients")
+    assert "revoked by an operator" in out

@@ -1,0 +1,51 @@
+"""Operators' commands for the authorization server: list its clients, end their tokens."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.storage.records import GenerationStore
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+async def list_clients(db_path: Path) -> list[str]:
+    """One line per client: id, kind, name, registered, last seen and what it last did, live tokens."""
+    store = await GenerationStore.open(db_path)
+    try:
+        summaries = await store.oauth().clients()
+    finally:
+        await store.close()
+    if not summaries:
+        return ["no OAuth clients yet"]
+    lines = []
+    for s in summaries:
+        c = s.client
+        callers = ", ".join(s.callers) if s.callers else "-"
+        lines.append(f"{c.client_id}  [{c.kind}] {c.client_name or '(no name)'}\n"
+                     f"    registered {_when(c.created_at)}; last seen {_when(c.last_seen_at)}: {c.last_event or '-'}\n"
+                     f"    live tokens: {s.active_tokens} (callers: {callers})")
+    return lines
+
+
+async def revoke(db_path: Path, client_id: str | None, caller: str | None) -> tuple[bool, str]:
+    """(found, message). Ends every token of one client, or every token signed in as one caller."""
+    store = await GenerationStore.open(db_path)
+    try:
+        records = store.oauth()
+        if client_id is not None:
+            if await records.client(client_id) is None:
+                return False, f"no OAuth client {client_id!r} (see `pixazo-mcp oauth clients`)"
+            count = await records.revoke_client(client_id)
+            await records.touch_client(client_id, f"revoked by an operator at {_when(time.time())}")
+            return True, f"revoked {count} token(s) of client {client_id}"
+        count = await records.revoke_caller(caller or "")
+        return True, f"revoked {count} token(s) signed in as {caller}"
+    finally:
+        await store.close()
