@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="On SIGTERM, how long calls may finish.")
 
     image_dir: Path = Field(default=Path("./data/images"), description="Where downloaded images are kept.")
+    image_store: str | None = Field(
+        default=None, description="Where images are kept: a directory, or s3://BUCKET/PREFIX (default: image_dir).")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="An S3-compatible store's URL (SeaweedFS, MinIO...); unset for AWS S3.")
+    # The standard AWS names, without our prefix, so existing tooling and secrets fit. Unset: botocore's
+    # own chain (instance roles, web identity).
+    aws_access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "aws_access_key_id"))
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"))
+    aws_region: str | None = Field(default=None, validation_alias=AliasChoices("AWS_REGION", "aws_region"))
     allowed_image_hosts: Annotated[list[str], NoDecode] = Field(
         default=["*.r2.dev"], description="Hosts images may be downloaded from (names or *.suffix).")
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description="Largest image downloaded.")

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import pytest
@@ -25,6 +25,9 @@ from app.pixazo.simulator import Simulator
 from app.protocol.server import build_server
 from app.settings import Settings
 from app.web.app import create_app
+
+if TYPE_CHECKING:
+    from tests.services import SeaweedS3
 
 TEST_KEY = "test-key-0123456789"
 
@@ -141,3 +144,22 @@ def small_filesystem(path: Path, size_kb: int, *, read_only: bool = False) -> It
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)  # noqa: S607
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One real S3-compatible server (SeaweedFS) for the whole run; tests keep apart by prefix."""
+    from tests.services import start_seaweed  # tests.services imports this module
+
+    with start_seaweed(tmp_path_factory.mktemp("seaweed")) as s3:
+        yield s3
+
+
+def s3_settings(tmp_path: Path, s3: SeaweedS3, prefix: str, base_url: str = "http://127.0.0.1:9",
+                **overrides: Any) -> Settings:
+    """make_settings with images in s3://bucket/prefix of the test server."""
+    values: dict[str, Any] = {
+        "image_store": f"s3://{s3.bucket}/{prefix}", "s3_endpoint_url": s3.endpoint,
+        "aws_access_key_id": SecretStr(s3.access_key), "aws_secret_access_key": SecretStr(s3.secret_key),
+        "aws_region": s3.region}
+    return make_settings(tmp_path, base_url, **{**values, **overrides})

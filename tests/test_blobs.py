@@ -4,31 +4,49 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from app.errors import BlobNotFoundError, BlobStoreError
 from app.storage.blobs import BlobStore, LocalBlobStore
-from tests.conftest import small_filesystem
+from app.storage.s3 import S3BlobStore
+from tests.conftest import s3_settings, small_filesystem
 
-BACKENDS = ["local"]
+# "s3" is a real SeaweedFS (tests/services.py), one prefix per test.
+BACKENDS = ["local", "s3"]
 KEY = "7-0123456789abcdef.png"
+
+_listings: dict[int, Callable[[], list[str]]] = {}
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     if request.param == "local":
-        yield LocalBlobStore(tmp_path / "blobs")
+        local = LocalBlobStore(tmp_path / "blobs")
+        _listings[id(local)] = lambda: sorted(os.listdir(local.root))
+        yield local
+        del _listings[id(local)]
+    elif request.param == "s3":
+        s3 = request.getfixturevalue("seaweed")
+        prefix = f"contract-{uuid.uuid4().hex[:12]}"
+        settings = s3_settings(tmp_path, s3, prefix)
+        assert settings.image_store is not None
+        async with S3BlobStore.open(settings.image_store, settings) as remote:
+            # Objects and multipart uploads begun but never finished (invisible, yet stored).
+            _listings[id(remote)] = lambda: sorted(
+                key.removeprefix(prefix + "/") for key in s3.keys(prefix + "/") + s3.uploads_in_progress(prefix + "/"))
+            yield remote
+            del _listings[id(remote)]
     else:  # pragma: no cover - a backend listed without a constructor here
         raise AssertionError(request.param)
 
 
 def leftovers(store: BlobStore) -> list[str]:
-    """Every name in the backend, temporaries included."""
-    assert isinstance(store, LocalBlobStore)
-    return sorted(os.listdir(store.root))
+    """Every name in the backend, temporaries (or unfinished uploads) included."""
+    return _listings[id(store)]()
 
 
 async def chunks_of(data: bytes, size: int = 50_000, fail_after: int | None = None) -> AsyncIterator[bytes]:
