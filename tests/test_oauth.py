@@ -359,3 +359,19 @@ async def test_operators_list_clients_and_revoke_by_client_or_caller(server: Liv
     assert "no OAuth client 'no-such-client'" in out
     code, out = await cli("oauth", "--db", db, "clients")
     assert "revoked by an operator" in out
+
+
+def test_sso_rules_first_match_wins_and_unverified_addresses_prove_nothing() -> None:
+    from app.identity.sso import caller_for, parse_rules
+    from app.identity.tokens import ConfigError
+
+    rules = parse_rules(["boss@team.example=alice", "group:design=design", "@team.example=*"])
+    assert caller_for({"email": "Boss@Team.example"}, rules, "groups") == "alice"
+    assert caller_for({"email": "kim@team.example", "groups": ["design"]}, rules, "groups") == "design"
+    assert caller_for({"email": "kim@team.example"}, rules, "groups") == "kim@team.example"
+    assert caller_for({"email": "kim@team.example", "email_verified": False}, rules, "groups") is None
+    assert caller_for({"email": "kim@team.example.evil.com"}, rules, "groups") is None
+    assert caller_for({"email": "x@other.example", "groups": "design"}, rules, "groups") is None
+    for bad in (["team.example=x"], ["@team.example"], ["@team.example=bad name"]):
+        with pytest.raises(ConfigError, match="PIXAZO_OIDC_CALLERS"):
+            parse_rules(bad)

@@ -15,7 +15,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import jwt
@@ -131,9 +131,12 @@ class OpenIDSignOn:
         config = await self._discover(http)
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.callback_url,
                 "code_verifier": saved["verifier"]}
-        auth = aiohttp.BasicAuth(self.client_id, self._secret.get_secret_value() if self._secret else "")
+        # client_secret_basic: both parts form-encoded first (RFC 6749 §2.3.1).
+        secret = self._secret.get_secret_value() if self._secret else ""
+        basic = base64.b64encode(f"{quote(self.client_id, safe='')}:{quote(secret, safe='')}".encode()).decode()
         try:
-            async with http.post(str(config["token_endpoint"]), data=form, auth=auth, timeout=TIMEOUT) as response:
+            async with http.post(str(config["token_endpoint"]), data=form, timeout=TIMEOUT,
+                                 headers={"Authorization": f"Basic {basic}"}) as response:
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError):
             raise SignOnError(f"{self.name} did not answer the sign-in; try again") from None
