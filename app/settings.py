@@ -9,6 +9,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.pixazo.client import SDXL_LIMITS
+
+# The largest image any supported model makes (SDXL: 1536 x 1536); nothing larger is a Pixazo image.
+MODEL_MAX_PIXELS = int(SDXL_LIMITS["width"].maximum * SDXL_LIMITS["height"].maximum)
+
 
 def comma_list(value: Any) -> Any:
     """`a, b,c` -> ["a", "b", "c"]; lists pass through."""
@@ -66,6 +71,12 @@ class Settings(BaseSettings):
     allowed_image_hosts: Annotated[list[str], NoDecode] = Field(
         default=["*.r2.dev"], description="Hosts images may be downloaded from (names or *.suffix).")
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description="Largest image downloaded.")
+    max_image_pixels: int = Field(
+        default=MODEL_MAX_PIXELS, gt=0,
+        description="Largest image (width x height) kept or decoded; checked from the header before any decode.")
+    max_downloads: int = Field(default=16, ge=1, description="Image downloads in progress at once.")
+    image_workers: int = Field(default=os.cpu_count() or 2, ge=1,
+                               description="Threads that decode images for thumbnails.")
     inline_image: Literal["thumbnail", "none", "full"] = Field(
         default="thumbnail", description="What pix_generate returns inline besides the link.")
     progress_interval_s: float = Field(default=5.0, gt=0, description="Seconds between progress heartbeats.")

@@ -252,6 +252,14 @@ class GenerationService:
             done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=str(exc),
                                            **call.fields())
             return Outcome(done, download_problem=str(exc))
+        except Exception:
+            # The image is paid for: whatever broke while keeping it, the caller still gets its URL
+            # (never the generic "try again", which would pay for a second one).
+            logger.exception("generation %s: keeping the image failed unexpectedly", call.id)
+            why = "the server failed while keeping the image (internal error)"
+            done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=why,
+                                           **call.fields())
+            return Outcome(done, download_problem=why)
         done = await self.store.finish(call.id, SUCCESS, image_url=image_url, image=stored, **call.fields())
         return Outcome(done, thumbnail=stored.thumbnail)
 

@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+from PIL import Image
 
 from app.core.metrics import Metrics
 from app.core.service import GenerationService
 from app.pixazo.client import PixazoClient
 from app.settings import Settings
+from app.storage.blobs import LocalBlobStore
 from app.storage.images import ImageStore
 from app.storage.records import GenerationStore
 
@@ -48,7 +50,14 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     # calls finishing together does not queue behind a handful of fsyncs.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=max(32, settings.max_concurrency // 4), thread_name_prefix="pixazo-io"))
+    # Pillow's decompression-bomb guard at our own cap (it is process-wide; so is this server). The
+    # header check refuses larger images before Pillow ever sees them; this covers any other path.
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    # Decoding is CPU work, and Pillow releases the GIL while it decodes and resizes: about one
+    # thread per core keeps the cores busy without holding more decoded images than that in memory.
+    pool = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="pixazo-image")
     store = await GenerationStore.open(settings.db_path)
+    images: ImageStore | None = None
     try:
         interrupted = await store.mark_interrupted()
         if interrupted:
@@ -56,7 +65,13 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
                            interrupted)
         async with http_session(settings) as http:
             client = PixazoClient(http, settings.base_url, settings.api_key, http.timeout)
-            images = ImageStore(settings.image_dir, http, settings.allowed_image_hosts, settings.max_image_bytes)
+            blobs = await asyncio.to_thread(LocalBlobStore, settings.image_dir)
+            images = ImageStore(blobs, http, settings.allowed_image_hosts, max_bytes=settings.max_image_bytes,
+                                max_pixels=settings.max_image_pixels, max_downloads=settings.max_downloads,
+                                pool=pool)
             yield AppState(settings, http, store, GenerationService(settings, store, client, images, Metrics()))
     finally:
+        if images is not None:
+            await images.aclose()
+        pool.shutdown(wait=False, cancel_futures=True)
         await store.close()

@@ -1,44 +1,50 @@
-"""The only file writer: downloads generated images into local storage, safely, and makes thumbnails.
+"""Keeping generated images: safe streamed downloads into a BlobStore, and thumbnails.
 
 A download goes only to allowed hosts, over https (plain http only to a loopback host that is named
-explicitly, as tests do), follows no redirect off those hosts, stops at the size cap while streaming,
-checks the type from the bytes (Pillow), names files itself and writes them atomically.
+explicitly, as tests do), follows no redirect off those hosts, and streams into storage as it
+arrives: hashed on the way, stopped at the byte cap mid-stream, its type and pixel size read from the
+header before anything is stored or decoded, a PNG checked for its end. The whole image is never in
+memory. Names are made here. Thumbnails are decoded in a small pool, from the stored file for a local
+backend or from a local spool for a remote one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
-import itertools
-import os
-import re
+import logging
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from app.errors import DownloadError
+from app.errors import BlobNotFoundError, BlobStoreError, DownloadError
 from app.net import is_loopback
+from app.storage.blobs import BlobStore, LocalBlobStore, check_key
+from app.storage.imagetype import MAX_HEADER_BYTES, PNG_END, ImageHeader, check_end, sniff
 
-# Pillow format -> (MIME type, file extension). Pixazo serves PNG; the others are accepted in case.
-ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
-    "PNG": ("image/png", ".png"),
-    "JPEG": ("image/jpeg", ".jpg"),
-    "WEBP": ("image/webp", ".webp"),
-}
+logger = logging.getLogger(__name__)
+
 MAX_REDIRECTS = 3
 THUMB_MAX_SIDE = 512
 THUMB_MAX_BYTES = 200 * 1024
 THUMB_MIME = "image/jpeg"
-CHUNK = 64 * 1024
+# What a failed decode looks like in Pillow (a damaged file, or one over MAX_IMAGE_PIXELS).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
 class StoredImage:
-    name: str  # a file name inside the image directory, made by the server
+    name: str  # the key in the BlobStore, made by the server
     size: int
     sha256: str
     mime: str
@@ -71,51 +77,25 @@ def check_url(url: str, patterns: list[str]) -> None:
     raise DownloadError(f"the image URL uses {parts.scheme or 'no'} scheme; only https is allowed")
 
 
-def _decode(data: bytes) -> tuple[Image.Image, str, str]:
-    """Decode the bytes fully (which checks them) and tell (image, mime, extension) from what they
-    are, whatever the server's Content-Type said."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        fmt = img.format or ""
-        if fmt not in ALLOWED_FORMATS:
-            raise DownloadError(f"the downloaded file is a {fmt} image, which is not accepted")
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise DownloadError("the downloaded file is not an image") from None
-    mime, ext = ALLOWED_FORMATS[fmt]
-    return img, mime, ext
+def make_thumbnail(source: Path | bytes) -> bytes:
+    """A JPEG at most THUMB_MAX_SIDE px on its long side and at most THUMB_MAX_BYTES.
 
-
-_tmp_names = itertools.count()
-STORED_NAME = re.compile(r"[0-9]{1,18}-[0-9a-f]{16}(\.thumb)?\.(png|jpg|webp)")
-
-
-def _write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Temporary file, fsync (for images; a thumbnail is a cache and can be made again), rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_tmp_names)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def make_thumbnail(source: bytes | Image.Image) -> bytes:
-    """A JPEG at most THUMB_MAX_SIDE px on its long side and at most THUMB_MAX_BYTES."""
-    if isinstance(source, Image.Image):
-        rgb = source.convert("RGB")
-    else:
-        with Image.open(io.BytesIO(source)) as img:
-            rgb = img.convert("RGB")
+    The cheapest correct path: `draft` lets a JPEG decode at 1/2, 1/4 or 1/8 scale; `thumbnail`
+    then halves with `reduce` (block averaging) before its final resampling. A PNG has no shortcut:
+    its decode is the cost. Runs in the image pool, never on the event loop.
+    """
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        img.draft("RGB", (THUMB_MAX_SIDE, THUMB_MAX_SIDE))
+        work = img if img.mode in ("RGB", "L") else img.convert("RGB")
+        work.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE))
+        work.load()  # a small image is left as it was, not yet decoded: decode it before the file closes
+        rgb = work if work.mode == "RGB" else work.convert("RGB")
     side = THUMB_MAX_SIDE
     while True:
-        thumb = rgb.copy()
-        thumb.thumbnail((side, side))
+        thumb = rgb
+        if max(rgb.size) > side:
+            thumb = rgb.copy()
+            thumb.thumbnail((side, side))
         for quality in (80, 65, 50, 35):
             out = io.BytesIO()
             thumb.save(out, format="JPEG", quality=quality)
@@ -124,80 +104,190 @@ def make_thumbnail(source: bytes | Image.Image) -> bytes:
         side //= 2
 
 
+def thumbnail_key(name: str) -> str:
+    return check_key(name.rsplit(".", 1)[0] + ".thumb.jpg")
+
+
+class _Download:
+    """One response body on its way to storage: counted, hashed, its header read, its end checked."""
+
+    def __init__(self, body: aiohttp.StreamReader, max_bytes: int, max_pixels: int) -> None:
+        self._body = body
+        self._max_bytes = max_bytes
+        self._max_pixels = max_pixels
+        self._head = b""
+        self._tail = b""
+        self.size = 0
+        self.hash = hashlib.sha256()
+        self.found: ImageHeader | None = None
+
+    def _count(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self._max_bytes:
+            raise DownloadError(f"the image is larger than the {self._max_bytes}-byte limit")
+        self.hash.update(chunk)
+
+    async def header(self) -> ImageHeader:
+        """Read just enough to know the type and the pixel size, and refuse what is over the caps."""
+        buf = bytearray()
+        while True:
+            found = sniff(bytes(buf))
+            if found is not None:
+                break
+            if len(buf) >= MAX_HEADER_BYTES:
+                raise DownloadError("the downloaded file is not an image (no size in its header)")
+            chunk = await self._body.readany()
+            if not chunk:
+                raise DownloadError("the downloaded file is not an image (it ended before its header)")
+            self._count(chunk)
+            buf += chunk
+        if found.pixels > self._max_pixels:
+            raise DownloadError(f"the image is {found.width}x{found.height} pixels, over the "
+                                f"{self._max_pixels}-pixel limit")
+        self._head = bytes(buf)
+        self.found = found
+        return found
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body from its first byte, as it arrives; raises DownloadError mid-stream on a problem."""
+        if self.found is None:  # pragma: no cover - header() always runs first
+            raise RuntimeError("chunks() before header()")
+        found = self.found
+        if self._head:
+            yield self._head
+        last = self._head
+        self._head = b""
+        while True:
+            chunk = await self._body.readany()
+            if not chunk:
+                break
+            self._count(chunk)
+            last = chunk if len(chunk) >= len(PNG_END) else (last + chunk)[-len(PNG_END):]
+            yield chunk
+        check_end(found, last)
+
+
 class ImageStore:
-    def __init__(self, root: Path, http: aiohttp.ClientSession, allowed_hosts: list[str], max_bytes: int) -> None:
-        self.root = root
+    def __init__(self, blobs: BlobStore, http: aiohttp.ClientSession, allowed_hosts: list[str], *,
+                 max_bytes: int, max_pixels: int, max_downloads: int, pool: Executor) -> None:
+        self.blobs = blobs
         self._http = http
         self._allowed = list(allowed_hosts)
         self._max = max_bytes
-        root.mkdir(parents=True, exist_ok=True)
+        self._max_pixels = max_pixels
+        # Downloads in progress hold a connection and a write buffer each; calls beyond this wait
+        # holding only their URL, so memory follows this number, not the crowd.
+        self._downloads = asyncio.Semaphore(max_downloads)
+        self._pool = pool
+        self._spool: LocalBlobStore | None = None
 
-    def path_of(self, name: str) -> Path:
-        # Names come from our own rows, but check the shape anyway: nothing outside root, ever.
-        if not STORED_NAME.fullmatch(name):
-            raise DownloadError("invalid stored image name")
-        return self.root / name
+    async def aclose(self) -> None:
+        if self._spool is not None:
+            await asyncio.to_thread(shutil.rmtree, self._spool.root, True)
+            self._spool = None
+
+    def _spool_store(self) -> LocalBlobStore:
+        """Local scratch space for decoding images that live in a remote backend."""
+        if self._spool is None:
+            self._spool = LocalBlobStore(Path(tempfile.mkdtemp(prefix="pixazo-spool-")))
+        return self._spool
+
+    def path_of(self, name: str) -> Path | None:
+        """A local file for the stored image (the local backend), else None: stream it instead."""
+        return self.blobs.local_path(check_key(name))
+
+    def stream(self, name: str) -> AsyncIterator[bytes]:
+        return self.blobs.stream(check_key(name))
+
+    async def read(self, name: str) -> bytes:
+        return await self.blobs.get(check_key(name))
 
     async def download(self, url: str, gen_id: int, *, with_thumbnail: bool = False) -> StoredImage:
-        data = await self._fetch(url)
-        # One trip to a worker thread for everything that touches the bytes or the disk.
-        return await asyncio.to_thread(self._store, data, gen_id, with_thumbnail)
-
-    async def _fetch(self, url: str) -> bytes:
-        for _ in range(MAX_REDIRECTS + 1):
-            check_url(url, self._allowed)
+        """Copy the image at `url` into storage; DownloadError says why it could not be kept."""
+        async with self._downloads:
             try:
-                # The session's own timeouts apply (see app.core.state.http_session).
-                async with self._http.get(url, allow_redirects=False) as resp:
-                    if resp.status in (301, 302, 303, 307, 308):
-                        location = resp.headers.get("Location")
-                        if not location:
-                            raise DownloadError("the image host redirected without a location")
-                        url = urljoin(url, location)
-                        continue
-                    if resp.status != 200:
-                        raise DownloadError(f"the image host answered HTTP {resp.status}")
-                    if resp.content_length is not None and resp.content_length > self._max:
-                        raise DownloadError(f"the image is larger than the {self._max}-byte limit")
-                    buf = bytearray()
-                    async for chunk in resp.content.iter_chunked(CHUNK):
-                        buf += chunk
-                        if len(buf) > self._max:
-                            raise DownloadError(f"the image is larger than the {self._max}-byte limit")
-                    return bytes(buf)
+                return await self._download(url, gen_id, with_thumbnail)
             except TimeoutError:
                 raise DownloadError("the image download timed out") from None
             except aiohttp.ClientError as exc:
                 raise DownloadError(f"the image download failed ({type(exc).__name__})") from None
+            except BlobStoreError as exc:
+                raise DownloadError(str(exc)) from None
+
+    async def _download(self, url: str, gen_id: int, with_thumbnail: bool) -> StoredImage:
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(url, self._allowed)
+            # The session's own timeouts apply (see app.core.state.http_session).
+            async with self._http.get(url, allow_redirects=False) as resp:
+                if resp.status in (301, 302, 303, 307, 308):
+                    location = resp.headers.get("Location")
+                    if not location:
+                        raise DownloadError("the image host redirected without a location")
+                    url = urljoin(url, location)
+                    continue
+                if resp.status != 200:
+                    raise DownloadError(f"the image host answered HTTP {resp.status}")
+                if resp.content_length is not None and resp.content_length > self._max:
+                    raise DownloadError(f"the image is larger than the {self._max}-byte limit")
+                return await self._keep(_Download(resp.content, self._max, self._max_pixels), gen_id,
+                                        with_thumbnail)
         raise DownloadError("the image host redirected too many times")
 
-    def _store(self, data: bytes, gen_id: int, with_thumbnail: bool) -> StoredImage:
-        img, mime, ext = _decode(data)
-        digest = hashlib.sha256(data).hexdigest()
-        name = f"{gen_id}-{digest[:16]}{ext}"
-        _write_atomic(self.root / name, data)
-        # The inline thumbnail is made from the image already decoded; the gallery's cached copy is
-        # written on its first view instead (most generations are never browsed).
-        thumb = make_thumbnail(img) if with_thumbnail else None
-        img.close()
-        return StoredImage(name=name, size=len(data), sha256=digest, mime=mime, thumbnail=thumb)
+    async def _keep(self, body: _Download, gen_id: int, with_thumbnail: bool) -> StoredImage:
+        header = await body.header()
+        # Random, not the hash: the name must exist before the last byte (and so the hash) does.
+        name = f"{gen_id}-{secrets.token_hex(8)}{header.ext}"
+        thumb: bytes | None = None
+        local = self.blobs.local_path(name)
+        if with_thumbnail and local is None:
+            # A remote backend: spool locally, check by decoding, then upload from the spool.
+            spool = self._spool_store()
+            await spool.put(name, body.chunks(), durable=False)
+            try:
+                thumb = await self._thumbnail_of(spool.local_path(name))
+                await self.blobs.put(name, spool.stream(name))
+            finally:
+                await spool.delete(name)
+        else:
+            await self.blobs.put(name, body.chunks())
+            if with_thumbnail and local is not None:
+                try:
+                    thumb = await self._thumbnail_of(local)
+                except DownloadError:
+                    await self.blobs.delete(name)
+                    raise
+        return StoredImage(name=name, size=body.size, sha256=body.hash.hexdigest(), mime=header.mime,
+                           thumbnail=thumb)
 
-    def _thumb_path(self, name: str) -> Path:
-        return self.root / (name.rsplit(".", 1)[0] + ".thumb.jpg")
-
-    async def read(self, name: str) -> bytes:
-        return await asyncio.to_thread(self.path_of(name).read_bytes)
+    async def _thumbnail_of(self, path: Path) -> bytes:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, make_thumbnail, path)
+        except DECODE_ERRORS:
+            raise DownloadError("the downloaded file is not a valid image (it does not decode)") from None
 
     async def thumbnail(self, name: str) -> bytes:
-        """The cached thumbnail of a stored image, made once."""
-        return await asyncio.to_thread(self._thumbnail, name)
-
-    def _thumbnail(self, name: str) -> bytes:
-        source = self.path_of(name)
-        thumb = self._thumb_path(name)
+        """The cached thumbnail of a stored image, made once (on its first view)."""
+        key = thumbnail_key(name)
         try:
-            return thumb.read_bytes()
-        except FileNotFoundError:
-            data = make_thumbnail(source.read_bytes())
-            _write_atomic(thumb, data, durable=False)
-            return data
+            return await self.blobs.get(key)
+        except BlobNotFoundError:
+            pass
+        local = self.blobs.local_path(name)
+        if local is not None:
+            data = await asyncio.get_running_loop().run_in_executor(self._pool, make_thumbnail, local)
+        else:
+            spool = self._spool_store()
+            await spool.put(name, self.blobs.stream(name), durable=False)
+            try:
+                data = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, make_thumbnail, spool.local_path(name))
+            finally:
+                await spool.delete(name)
+        # A cache: a full disk costs a later view another decode, nothing more.
+        with contextlib.suppress(BlobStoreError):
+            await self.blobs.put(key, _one(data), durable=False)
+        return data
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data

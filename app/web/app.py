@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -188,12 +188,16 @@ def create_app(settings: Settings) -> Starlette:
         gen = await gallery.generation(request)
         if state is None or gen is None or not gen.image_path or not gen.image_mime:
             return PlainTextResponse("not found", status_code=404)
-        path = state.service.images.path_of(gen.image_path)
-        # Stored images never change: their names carry their hash.
-        return FileResponse(path, media_type=gen.image_mime, headers={
-            "Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{gen.image_sha256}"',
-            "X-Content-Type-Options": "nosniff",
-        })
+        images = state.service.images
+        # Stored images never change: a name is never reused.
+        headers = {"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{gen.image_sha256}"',
+                   "X-Content-Type-Options": "nosniff"}
+        path = images.path_of(gen.image_path)
+        if path is not None:
+            return FileResponse(path, media_type=gen.image_mime, headers=headers)
+        if gen.image_bytes is not None:
+            headers["Content-Length"] = str(gen.image_bytes)
+        return StreamingResponse(images.stream(gen.image_path), media_type=gen.image_mime, headers=headers)
 
     sessions = [session_middleware(settings)]
     routes = [
