@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--token", default=None, help="bearer token for --url")
     bench.add_argument("--sweep", default=None, help="comma list of concurrencies to run in turn (for a chart)")
     bench.add_argument("--chart", default=None, help="write a PNG chart here (needs the 'bench' extra)")
-    bench.add_argument("--no-reference", action="store_true", help="skip the reference server")
+    bench.add_argument("--no-reference", action="store_true", help="skip both yardstick servers")
+    bench.add_argument("--no-keeper", action="store_true", help="skip the plain keeper")
     bench.add_argument("--repeat", type=int, default=1, help="rounds per server (alternating); the median is kept")
     bench.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                        help="extra setting for our server, e.g. PIXAZO_INLINE_IMAGE=none (repeatable)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def test_bench_runs_both_servers_and_reports(tmp_path: Path) -> None:
+def test_bench_runs_the_three_servers_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "app.cli", "bench", "--calls", "6", "--concurrency", "3", "--sessions", "2",
@@ -17,11 +17,16 @@ def test_bench_runs_both_servers_and_reports(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "| pixazo-mcp | 6 | 3 |" in proc.stdout
+    assert "| plain-keeper | 6 | 3 |" in proc.stdout
     assert "| reference | 6 | 3 |" in proc.stdout
-    assert "wall" in proc.stdout
+    assert "the plain keeper's" in proc.stdout
+    assert "the minimal reference's" in proc.stdout
     results = {r["server"]: r for r in json.loads(out.read_text())}
     assert results["pixazo-mcp"]["errors"] == 0
     assert results["pixazo-mcp"]["rows"] == 6
+    assert results["pixazo-mcp"]["kept"] == 6  # every image on disk, whole
+    assert results["plain-keeper"]["errors"] == 0
+    assert results["plain-keeper"]["kept"] == 6
     assert results["reference"]["errors"] == 0
     assert results["pixazo-mcp"]["cpu_ms_per_call"] > 0
     assert results["pixazo-mcp"]["peak_rss_mb"] > 0

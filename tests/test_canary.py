@@ -38,7 +38,7 @@ async def test_no_secret_leaks_anywhere_under_every_fault(tmp_path: Path) -> Non
             "PIXAZO_AUTH_TOKENS": f"alice:{ALICE},bob:{BOB}", "PIXAZO_DB_PATH": str(tmp_path / "pixazo.db"),
             "PIXAZO_IMAGE_DIR": str(tmp_path / "images"), "PIXAZO_ALLOWED_IMAGE_HOSTS": "127.0.0.1",
             "PIXAZO_TIMEOUT_S": "1", "PIXAZO_RETRY_BASE_S": "0.01", "PIXAZO_MAX_RETRIES": "1",
-            "PIXAZO_RATE_LIMIT_PER_MINUTE": "40", "PIXAZO_MAX_IMAGE_BYTES": "100000", "PIXAZO_LOG_PROMPT_CHARS": "20",
+            "PIXAZO_RATE_LIMIT_PER_MINUTE": "40", "PIXAZO_MAX_IMAGE_BYTES": "5000000", "PIXAZO_LOG_PROMPT_CHARS": "20",
             "PIXAZO_BREAKER_THRESHOLD": "100",
         }
         stdout, stderr = open(tmp_path / "stdout.log", "wb"), open(tmp_path / "stderr.log", "wb")  # noqa: SIM115
@@ -64,7 +64,7 @@ async def test_no_secret_leaks_anywhere_under_every_fault(tmp_path: Path) -> Non
                 Fault(kind="http", status=401, body=json.dumps({"statusCode": 401, "message": "Access denied"})),
                 Fault(kind="hang"), Fault(kind="reset"), Fault(kind="html"), Fault(kind="truncated"),
                 Fault(kind="no_url"), Fault(kind="url", body=f"{sim.url}/images/missing.png"),
-                Fault(kind="url", body=f"{sim.url}/_sim/big.png?bytes=500000"),
+                Fault(kind="url", body=f"{sim.url}/_sim/big.png?bytes=20000000"),
                 Fault(kind="url", body="https://not-allowed.example/x.png"),
             ]
             async with (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx2
 import pytest
 from PIL import Image
 
@@ -17,7 +19,7 @@ from app.errors import DownloadError
 from app.pixazo.simulator import Fault, Simulator
 from app.settings import Settings
 from app.storage.imagetype import check_end, sniff
-from tests.conftest import in_memory_client, make_settings, rows, small_filesystem
+from tests.conftest import in_memory_client, live_server, make_settings, rows, small_filesystem
 
 
 def files_in(directory: Path) -> list[str]:
@@ -199,8 +201,6 @@ async def test_a_read_only_image_directory_gives_download_failed_with_the_url(tm
 
 
 async def test_a_real_size_image_is_kept_whole_with_its_hash(tmp_path: Path, sim: Simulator) -> None:
-    import hashlib
-
     settings = make_settings(tmp_path, sim.url)
     result = await generate(settings, width=768, height=1344)
     assert result.structured_content["status"] == "SUCCESS"
@@ -210,3 +210,16 @@ async def test_a_real_size_image_is_kept_whole_with_its_hash(tmp_path: Path, sim
     assert kept == served
     assert row["image_sha256"] == hashlib.sha256(served).hexdigest()
     assert files_in(settings.image_dir) == [row["image_path"]]
+
+
+async def test_healthz_reports_image_storage_that_cannot_be_written(tmp_path: Path, sim: Simulator) -> None:
+    async with live_server(make_settings(tmp_path / "good", sim.url)) as live, httpx2.AsyncClient() as http:
+        good = (await http.get(live.url + "/healthz")).json()
+    assert (good["status"], good["image_storage"]) == ("ok", "ok")
+    with small_filesystem(tmp_path / "images", 300, read_only=True) as image_dir:
+        settings = make_settings(tmp_path, sim.url, image_dir=image_dir)
+        async with live_server(settings) as live, httpx2.AsyncClient() as http:
+            resp = await http.get(live.url + "/healthz")
+    assert resp.status_code == 200  # degraded, not down: calls still answer with Pixazo's URL
+    assert resp.json()["status"] == "degraded"
+    assert "Read-only file system" in resp.json()["image_storage"]

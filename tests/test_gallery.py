@@ -86,7 +86,9 @@ async def test_log_in_browse_search_open_and_log_out(browser: Browser, server: L
     # the caller's message, never Pixazo's body ("GPU on fire" stays in the operators' column)
     await expect(failed.locator(".error")).to_have_text(
         "Pixazo answered HTTP 500: Pixazo failed on its side. You may try again in a minute.")
-    # every thumbnail really loaded
+    # every thumbnail really loaded (each is made from a real-size image on its first view: wait for it)
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('#grid img')].every(i => i.complete)", timeout=20_000)
     loaded = await page.eval_on_selector_all("#grid img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
     assert loaded == [True] * 4
 

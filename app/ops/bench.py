@@ -1,9 +1,11 @@
-"""`pixazo-mcp bench`: throughput and overhead, measured side by side with a minimal reference server.
+"""`pixazo-mcp bench`: throughput and overhead, measured side by side with two yardsticks.
 
-Starts the simulator at a fixed latency and the servers as real processes on loopback, drives them
-with the MCP SDK's client (S sessions, C calls in flight, N calls), and reports wall time against
-the ideal (N / C x latency), throughput, the latency each server adds over the simulated one, its
-CPU time per call, its peak RSS, and the rows it wrote.
+Starts the simulator (real-size images: 1024x1024 PNGs of about 1.6 MB) at a fixed latency and the
+servers as real processes on loopback: pixazo-mcp, the plain keeper (keeps each image the obvious
+way) and the minimal reference (keeps nothing); see `app.ops.bench_reference`. Drives them with the
+MCP SDK's client (S sessions, C calls in flight, N calls), and reports wall time against the ideal
+(N / C x latency), throughput, the latency each server adds over the simulated one, the CPU time per
+call of the server process alone, its peak RSS, the rows it wrote and the images it kept whole.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Result:
     peak_rss_mb: float | None
     errors: int
     rows: int | None
+    kept: int | None = None  # rows whose image is on disk at its recorded size
 
 
 def _free_port() -> int:
@@ -149,33 +152,60 @@ def _summarize(server: str, calls: int, concurrency: int, sessions: int, latency
                   errors, rows)
 
 
+SERVERS = ("pixazo-mcp", "plain-keeper", "reference")
+
+
+def _kept(db: Path, query: str, root: Path | None) -> tuple[int, int]:
+    """(rows, rows whose file exists with the recorded size), from the server's own database."""
+    with sqlite3.connect(db) as conn:
+        found = conn.execute(query).fetchall()
+    conn.close()
+    whole = 0
+    for path, size in found:
+        if path is None:
+            continue
+        file = Path(path) if root is None else root / path
+        with suppress(OSError):
+            whole += file.stat().st_size == size
+    return len(found), whole
+
+
 async def bench_one(server: str, sim_url: str, calls: int, concurrency: int, sessions: int, latency: float,
                     work: Path, extra_env: dict[str, str] | None = None) -> Result:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    warm = min(20, calls)
+    images = work / f"images-{port}"
     if server == "pixazo-mcp":
-        db = work / f"bench-{port}.db"
+        db: Path | None = work / f"bench-{port}.db"
         argv = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
         env = {"PIXAZO_API_KEY": "bench-key", "PIXAZO_BASE_URL": sim_url, "PIXAZO_DB_PATH": str(db),
-               "PIXAZO_IMAGE_DIR": str(work / f"images-{port}"), "PIXAZO_ALLOWED_IMAGE_HOSTS": "127.0.0.1",
+               "PIXAZO_IMAGE_DIR": str(images), "PIXAZO_ALLOWED_IMAGE_HOSTS": "127.0.0.1",
                "PIXAZO_MAX_CONCURRENCY": str(max(concurrency, 32)), "PIXAZO_LOG_FORMAT": "json",
                "PIXAZO_SECRETS_DIR": str(work / "no-secrets"), **(extra_env or {})}
+        query, root = "SELECT image_path, image_bytes FROM generations", images
+    elif server == "plain-keeper":
+        db = images / "keeper.db"
+        argv = [sys.executable, "-m", "app.ops.bench_reference", "--port", str(port), "--upstream", sim_url,
+                "--keep", str(images)]
+        env = {}
+        query, root = "SELECT path, bytes FROM generations", None
     else:
         db = None
         argv = [sys.executable, "-m", "app.ops.bench_reference", "--port", str(port), "--upstream", sim_url]
         env = {}
     async with _process(argv, env, url + "/mcp", server) as proc:
-        await drive(url, min(20, calls), min(20, concurrency), 1)  # warm-up, not counted
+        await drive(url, warm, min(20, concurrency), 1)  # warm-up, not counted
         cpu_before = _cpu_seconds(proc.pid)
         lat, errors, wall = await drive(url, calls, concurrency, sessions)
         cpu = _cpu_seconds(proc.pid) - cpu_before
         rss = _peak_rss_mb(proc.pid)
-    rows = None
+    rows = kept = None
     if db is not None:
-        with sqlite3.connect(db) as conn:
-            rows = int(conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]) - min(20, calls)
-        conn.close()
-    return _summarize(server, calls, concurrency, sessions, latency, lat, errors, wall, cpu, rss, rows)
+        rows, kept = await asyncio.to_thread(_kept, db, query, root)
+        rows, kept = rows - warm, kept - warm
+    result = _summarize(server, calls, concurrency, sessions, latency, lat, errors, wall, cpu, rss, rows)
+    return replace(result, kept=kept)
 
 
 async def bench_url(url: str, calls: int, concurrency: int, sessions: int, latency: float,
@@ -192,22 +222,33 @@ def median_round(rounds: list[Result]) -> Result:
 
 def render(results: list[Result]) -> str:
     head = ("| server | calls | at once | wall s | ideal s | calls/s | added p50 ms | p95 ms | p99 ms "
-            "| CPU ms/call | peak RSS MB | errors | rows |")
-    lines = [head, "|" + "---|" * 13]
+            "| CPU ms/call | peak RSS MB | errors | rows | kept whole |")
+    lines = [head, "|" + "---|" * 14]
     for r in results:
         lines.append(
             f"| {r.server} | {r.calls} | {r.concurrency} | {r.wall_s} | {r.ideal_s} | {r.throughput} "
             f"| {r.added_p50_ms} | {r.added_p95_ms} | {r.added_p99_ms} | {r.cpu_ms_per_call} | {r.peak_rss_mb} "
-            f"| {r.errors} | {r.rows if r.rows is not None else '-'} |")
-    ours = [r for r in results if r.server == "pixazo-mcp"]
-    refs = [r for r in results if r.server == "reference"]
-    for mine, ref in zip(ours, refs, strict=False):
-        if mine.concurrency != ref.concurrency:
-            continue
-        cpu = (f"{mine.cpu_ms_per_call / ref.cpu_ms_per_call:.2f}x"
-               if mine.cpu_ms_per_call and ref.cpu_ms_per_call else "n/a")
-        lines.append(f"\nC={mine.concurrency}: wall {mine.wall_s / ref.wall_s:.2f}x the reference, CPU per call {cpu}")
+            f"| {r.errors} | {'-' if r.rows is None else r.rows} | {'-' if r.kept is None else r.kept} |")
+    for mine in (r for r in results if r.server == "pixazo-mcp"):
+        same = {r.server: r for r in results if r.concurrency == mine.concurrency and r.calls == mine.calls}
+        notes = []
+        keeper, ref = same.get("plain-keeper"), same.get("reference")
+        if keeper is not None and mine.cpu_ms_per_call and keeper.cpu_ms_per_call and mine.peak_rss_mb \
+                and keeper.peak_rss_mb:
+            notes.append(f"CPU per call {mine.cpu_ms_per_call / keeper.cpu_ms_per_call:.2f}x and peak RSS "
+                         f"{mine.peak_rss_mb / keeper.peak_rss_mb:.2f}x the plain keeper's")
+        if ref is not None and mine.cpu_ms_per_call is not None and ref.cpu_ms_per_call is not None:
+            notes.append(f"CPU per call {mine.cpu_ms_per_call - ref.cpu_ms_per_call:+.2f} ms and wall "
+                         f"{mine.wall_s / ref.wall_s:.2f}x the minimal reference's")
+        if notes:
+            lines.append(f"\nC={mine.concurrency}: " + "; ".join(notes))
     return "\n".join(lines)
+
+
+def machine() -> str:
+    """What the figures were measured on: cores and the load average when the run began."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} cores, load average {load} at the start"
 
 
 def chart(results: list[Result], path: Path) -> None:
@@ -217,7 +258,8 @@ def chart(results: list[Result], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, style, color in (("pixazo-mcp", "o-", "tab:blue"), ("reference", "s--", "tab:orange")):
+    for name, style, color in (("pixazo-mcp", "o-", "tab:blue"), ("plain-keeper", "^-.", "tab:green"),
+                               ("reference", "s--", "tab:orange")):
         series = sorted((r for r in results if r.server == name), key=lambda r: r.concurrency)
         xs = [r.concurrency for r in series]
         left.plot(xs, [r.throughput for r in series], style, color=color, label=name)
@@ -229,7 +271,8 @@ def chart(results: list[Result], path: Path) -> None:
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"pixazo-mcp vs a minimal MCP server, {results[0].latency_s:g} s simulated latency")
+    fig.suptitle(f"pixazo-mcp vs a plain image keeper and a minimal MCP server, "
+                 f"{results[0].latency_s:g} s simulated latency")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -239,7 +282,9 @@ async def run(args: Any) -> int:
         results = [await bench_url(args.url, args.calls, args.concurrency, args.sessions, args.latency, args.token)]
     else:
         sweep = [int(c) for c in args.sweep.split(",")] if args.sweep else [args.concurrency]
-        servers = ["pixazo-mcp"] if args.no_reference else ["pixazo-mcp", "reference"]
+        servers = [s for s in SERVERS if not (s != "pixazo-mcp" and args.no_reference)
+                   and not (s == "plain-keeper" and args.no_keeper)]
+        print(f"machine: {machine()}", file=sys.stderr, flush=True)
         results = []
         with tempfile.TemporaryDirectory(prefix="pixazo-bench-") as tmp:
             work = Path(tmp)

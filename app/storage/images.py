@@ -80,15 +80,20 @@ def check_url(url: str, patterns: list[str]) -> None:
 def make_thumbnail(source: Path | bytes) -> bytes:
     """A JPEG at most THUMB_MAX_SIDE px on its long side and at most THUMB_MAX_BYTES.
 
-    The cheapest correct path: `draft` lets a JPEG decode at 1/2, 1/4 or 1/8 scale; `thumbnail`
-    then halves with `reduce` (block averaging) before its final resampling. A PNG has no shortcut:
-    its decode is the cost. Runs in the image pool, never on the event loop.
+    The cheapest correct path: `draft` lets a JPEG decode at 1/2, 1/4 or 1/8 scale; then `reduce`
+    averages whole blocks of pixels (1024 -> 512 in 2 ms where a bicubic resize takes 16), and only
+    what is left over is resampled. A PNG has no shortcut: its decode is the cost. Runs in the image
+    pool, never on the event loop.
     """
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
         img.draft("RGB", (THUMB_MAX_SIDE, THUMB_MAX_SIDE))
-        work = img if img.mode in ("RGB", "L") else img.convert("RGB")
-        work.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE))
-        work.load()  # a small image is left as it was, not yet decoded: decode it before the file closes
+        img.load()
+        work: Image.Image = img if img.mode in ("RGB", "L", "RGBA", "LA") else img.convert("RGB")
+        factor = max(work.size) // THUMB_MAX_SIDE
+        if factor >= 2:
+            work = work.reduce(factor)
+        if max(work.size) > THUMB_MAX_SIDE:
+            work.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE), reducing_gap=None)
         rgb = work if work.mode == "RGB" else work.convert("RGB")
     side = THUMB_MAX_SIDE
     while True:

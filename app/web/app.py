@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.core.state import open_state
+from app.errors import BlobStoreError
 from app.identity.oauth import AuthorizationServer
 from app.identity.signin import SignInPage
 from app.identity.sso import OpenIDSignOn
@@ -152,9 +153,19 @@ def create_app(settings: Settings) -> Starlette:
             except Exception as exc:  # noqa: BLE001 - any database failure means "not healthy"
                 problem = f"the database failed ({type(exc).__name__})"
         draining = state is not None and state.service.draining
+        storage = "closed"
+        if state is not None:
+            try:
+                await state.service.images.blobs.check()
+                storage = "ok"
+            except BlobStoreError as exc:
+                storage = str(exc)
+        # Storage that cannot be written makes the server degraded, not down: calls still generate and
+        # answer with Pixazo's URL (DOWNLOAD_FAILED), which beats no answer, so the probe stays 200.
+        status = "ok" if storage == "ok" else "degraded"
         body: dict[str, Any] = {
-            "status": "draining" if draining else ("ok" if problem is None else "unavailable"),
-            "database": problem or "ok", "version": __version__,
+            "status": "draining" if draining else (status if problem is None else "unavailable"),
+            "database": problem or "ok", "image_storage": storage, "version": __version__,
         }
         if state is not None:
             service = state.service
