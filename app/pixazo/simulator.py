@@ -289,6 +289,12 @@ class Simulator:
             request.transport.abort()
         return web.Response(status=500)
 
+    async def warm(self, width: int = 1024, height: int = 1024) -> None:
+        """Render every variant of a size now (about 1 s of CPU each at 1024²), so that a measurement
+        that follows does not include the simulator's one-off work."""
+        for variant in range(VARIANTS):
+            await asyncio.to_thread(rendered, width, height, variant)
+
     def image_bytes(self, url_or_name: str) -> bytes:
         """The exact bytes the image route serves for this URL or name (tests compare against them)."""
         name = url_or_name.rsplit("/", 1)[-1]
