@@ -7,6 +7,8 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import AsyncIterable, AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ from PIL import Image
 from app.errors import DownloadError
 from app.pixazo.simulator import Fault, Simulator
 from app.settings import Settings
+from app.storage.blobs import LocalBlobStore
+from app.storage.images import ImageStore
 from app.storage.imagetype import check_end, sniff
-from tests.conftest import in_memory_client, live_server, make_settings, rows, small_filesystem
+from tests.conftest import TEST_KEY, in_memory_client, live_server, make_settings, rows, small_filesystem
 
 
 def files_in(directory: Path) -> list[str]:
@@ -223,3 +227,62 @@ async def test_healthz_reports_image_storage_that_cannot_be_written(tmp_path: Pa
     assert resp.status_code == 200  # degraded, not down: calls still answer with Pixazo's URL
     assert resp.json()["status"] == "degraded"
     assert "Read-only file system" in resp.json()["image_storage"]
+
+
+class RemoteLike:
+    """A BlobStore that offers no local file, as an object store would: readers must stream or spool.
+    (Bytes live in a local directory underneath; only the interface matters here.)"""
+
+    def __init__(self, root: Path) -> None:
+        self.inner = LocalBlobStore(root)
+        self.puts: list[str] = []
+
+    async def put(self, key: str, chunks: AsyncIterable[bytes], *, durable: bool = True) -> int:
+        self.puts.append(key)
+        return await self.inner.put(key, chunks, durable=durable)
+
+    async def get(self, key: str) -> bytes:
+        return await self.inner.get(key)
+
+    def stream(self, key: str) -> AsyncIterator[bytes]:
+        return self.inner.stream(key)
+
+    async def size(self, key: str) -> int | None:
+        return await self.inner.size(key)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def check(self) -> None:
+        await self.inner.check()
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+
+async def test_a_remote_backend_gets_the_image_and_thumbnails_come_from_a_spool(tmp_path: Path,
+                                                                                sim: Simulator) -> None:
+    remote = RemoteLike(tmp_path / "bucket")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(sim.url + "/getImage/v1/getSDXLImage", headers={"Ocp-Apim-Subscription-Key": TEST_KEY},
+                             json={"prompt": "p", "width": 1024, "height": 1024}) as resp:
+            url = (await resp.json())["imageUrl"]
+        with ThreadPoolExecutor(2) as pool:
+            images = ImageStore(remote, http, ["127.0.0.1"], max_bytes=5_000_000, max_pixels=1536 * 1536,
+                                max_downloads=4, pool=pool)
+            try:
+                stored = await images.download(url, 7, with_thumbnail=True)
+                assert await remote.get(stored.name) == sim.image_bytes(url)
+                assert stored.thumbnail is not None
+                with Image.open(io.BytesIO(stored.thumbnail)) as thumb:
+                    assert thumb.size == (512, 512)
+                spool = images._spool_store().root  # where remote images are decoded: must be left empty
+                assert os.listdir(spool) == []
+                assert images.path_of(stored.name) is None
+                assert b"".join([c async for c in images.stream(stored.name)]) == sim.image_bytes(url)
+                gallery_thumb = await images.thumbnail(stored.name)  # made from a spool, then cached remotely
+                assert await remote.get(stored.name.rsplit(".", 1)[0] + ".thumb.jpg") == gallery_thumb
+                assert os.listdir(spool) == []
+            finally:
+                await images.aclose()
+    assert sorted(os.listdir(tmp_path / "bucket")) == sorted([stored.name, stored.name[:-4] + ".thumb.jpg"])
