@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -375,3 +376,32 @@ def test_sso_rules_first_match_wins_and_unverified_addresses_prove_nothing() -> 
     for bad in (["team.example=x"], ["@team.example"], ["@team.example=bad name"]):
         with pytest.raises(ConfigError, match="PIXAZO_OIDC_CALLERS"):
             parse_rules(bad)
+
+
+async def test_the_sdk_client_refreshes_by_rotation_and_a_replayed_refresh_token_ends_the_grant(
+        server: LiveServer) -> None:
+    storage, person = MemoryStorage(), Person(ALICE)
+    auth = sdk_auth(server.mcp_url, person, storage, client_metadata(auth_method="none"))
+    async with (httpx2.AsyncClient(auth=auth, timeout=30) as http,
+                Client(streamable_http_client(server.mcp_url, http_client=http)) as client,
+                httpx2.AsyncClient(timeout=30) as raw):
+        await client.call_tool("pix_status", {})
+        first = storage.tokens
+        assert first is not None
+        assert first.refresh_token is not None
+        auth.context.token_expiry_time = time.time() - 1  # an hour later, as the client sees it
+        status = (await client.call_tool("pix_status", {})).structured_content
+        second = storage.tokens
+        assert status is not None
+        assert status["caller"] == "alice"
+        assert second is not None
+        assert second.access_token != first.access_token
+        assert second.refresh_token not in (None, first.refresh_token)
+        assert len(person.pages) == 2  # the person signed in once (the page, the answer): that was a refresh
+        # Someone kept the first refresh token and plays it now: the whole grant ends.
+        assert storage.client is not None
+        replay = await raw.post(server.url + "/token", data={
+            "grant_type": "refresh_token", "refresh_token": first.refresh_token,
+            "client_id": storage.client.client_id})
+        assert replay.status_code == 400
+        assert await mcp_status(raw, server.url, second.access_token) == 401

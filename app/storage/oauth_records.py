@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +134,11 @@ class ClientSummary:
 class OAuthRecords:
     """All OAuth queries, on the record store's connection (autocommit: one statement, one transaction)."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection,
+                 reading: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]] | None = None) -> None:
         self._conn = conn
+        # Token checks run on every /mcp request: on a reader connection they never wait behind a write.
+        self._reading = reading or (lambda: nullcontext(conn))
 
     async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._conn.execute_fetchall(sql, args)]
@@ -239,8 +243,9 @@ class OAuthRecords:
             (digest(token), kind, client_id, caller, " ".join(scopes), resource, family, now, now + ttl_s))
 
     async def token(self, token: str, kind: str) -> TokenRow | None:
-        found = await self._rows("SELECT * FROM oauth_tokens WHERE token_sha256 = ? AND kind = ?",
-                                 (digest(token), kind))
+        async with self._reading() as conn:
+            found = [dict(r) for r in await conn.execute_fetchall(
+                "SELECT * FROM oauth_tokens WHERE token_sha256 = ? AND kind = ?", (digest(token), kind))]
         return TokenRow.from_row(found[0]) if found else None
 
     async def use_refresh(self, token: str) -> bool:

@@ -268,7 +268,7 @@ class GenerationStore:
 
     def oauth(self) -> OAuthRecords:
         """The OAuth authorization server's tables, in the same database (replicas share them)."""
-        return OAuthRecords(self._conn)
+        return OAuthRecords(self._conn, self._reading)
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
