@@ -211,9 +211,12 @@ async def test_a_wrong_pkce_verifier_is_refused(server: LiveServer, http: httpx2
     assert wrong.status_code == 400
     assert wrong.json() == {"error": "invalid_grant",
                                                          "error_description": "incorrect code_verifier"}
+    # S256 only: a plain challenge is sent back to the client as an error, never to the sign-in page
     plain = await http.get(grant.authorize_url(code_challenge_method="plain"))
-    assert plain.status_code in (302, 400)
-    assert "signin" not in plain.headers.get("location", "")
+    assert plain.status_code == 302
+    query = parse_qs(urlsplit(plain.headers["location"]).query)
+    assert query["error"] == ["invalid_request"]
+    assert query["iss"] == [server.url]
 
 
 async def test_tokens_are_bound_to_this_resource(tmp_path: Path, sim: Simulator, http: httpx2.AsyncClient) -> None:
@@ -317,6 +320,13 @@ async def test_oauth_needs_a_way_to_sign_in(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="https"):
         create_app(make_settings(tmp_path, auth_tokens=SecretStr(f"alice:{ALICE}"),
                                  public_url="http://mcp.example.com"))
+    with pytest.raises(ConfigError, match="together"):
+        create_app(make_settings(tmp_path, public_url="https://mcp.example.com",
+                                 oidc_issuer="https://login.example.com", oidc_client_id="pixazo"))
+    with pytest.raises(ConfigError, match="PIXAZO_OIDC_CALLERS"):
+        create_app(make_settings(tmp_path, public_url="https://mcp.example.com",
+                                 oidc_issuer="https://login.example.com", oidc_client_id="pixazo",
+                                 oidc_client_secret=SecretStr("s3cret-0123456789")))
 
 
 async def cli(*args: str) -> tuple[int, str]:

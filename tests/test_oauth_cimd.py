@@ -3,6 +3,7 @@ the download rules. Served here over real TLS on loopback, with a throwaway CA t
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import json
@@ -82,6 +83,8 @@ class DocumentServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.hits[request.path] = self.hits.get(request.path, 0) + 1
         body = self.documents.get(request.path)
+        if body == "slow":  # never answers in time; the server gives up at its 5 s cap
+            await asyncio.sleep(8)
         if body is None:
             return web.Response(status=404)
         return web.Response(body=body if isinstance(body, bytes) else json.dumps(body).encode(),
@@ -154,6 +157,7 @@ async def test_unusable_documents_are_refused(server: LiveServer, docs: tuple[Do
                        "larger than 16384 bytes"),
         "/not-json.json": (b"<html>hello</html>", "not JSON"),
         "/missing.json": (None, "answered HTTP 404"),
+        "/slow.json": ("slow", "TimeoutError"),
     }
     async with httpx2.AsyncClient(timeout=30) as http:
         for path, (body, reason) in cases.items():
