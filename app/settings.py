@@ -134,6 +134,19 @@ class Settings(BaseSettings):
             overrides["_secrets_dir"] = secrets_dir
         return cls(**overrides)
 
+    @field_validator("image_store")
+    @classmethod
+    def _image_store(cls, value: str | None) -> str | None:
+        # A directory, or s3://BUCKET[/PREFIX]; any other URL is a typo (gs://, http://), not a folder name.
+        if value is None or not value.strip():
+            return None
+        if "://" in value:
+            scheme, _, rest = value.partition("://")
+            bucket = rest.split("/", 1)[0]
+            if scheme != "s3" or not bucket or "?" in rest or "#" in rest:
+                raise ValueError("PIXAZO_IMAGE_STORE must be a directory or s3://BUCKET/PREFIX")
+        return value
+
     @field_validator("allowed_image_hosts", "allowed_hosts", "allowed_origins", "oauth_metadata_loopback_hosts",
                      "oidc_callers", mode="before")
     @classmethod

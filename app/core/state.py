@@ -6,8 +6,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from PIL import Image
@@ -16,9 +17,10 @@ from app.core.metrics import Metrics
 from app.core.service import GenerationService
 from app.pixazo.client import PixazoClient
 from app.settings import Settings
-from app.storage.blobs import LocalBlobStore
+from app.storage.blobs import BlobStore, LocalBlobStore
 from app.storage.images import ImageStore
 from app.storage.records import GenerationStore
+from app.storage.s3 import S3BlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,19 @@ def http_session(settings: Settings) -> aiohttp.ClientSession:
 
 
 @asynccontextmanager
+async def open_blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
+    """The image store PIXAZO_IMAGE_STORE names: an S3-compatible bucket (s3://BUCKET/PREFIX), or a
+    directory (that setting as a path, else PIXAZO_IMAGE_DIR)."""
+    target = settings.image_store
+    if target is not None and target.startswith("s3://"):
+        async with S3BlobStore.open(target, settings) as blobs:
+            logger.info("images: %r (endpoint %s)", blobs, settings.s3_endpoint_url or "AWS")
+            yield blobs
+        return
+    yield await asyncio.to_thread(LocalBlobStore, Path(target) if target else settings.image_dir)
+
+
+@asynccontextmanager
 async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     # Image writes (fsync) and thumbnails run in worker threads: give them enough that a crowd of
     # calls finishing together does not queue behind a handful of fsyncs.
@@ -63,9 +78,10 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
         if interrupted:
             logger.warning("marked %d generation(s) left pending by a previous run as INTERRUPTED",
                            interrupted)
-        async with http_session(settings) as http:
+        async with AsyncExitStack() as stack:
+            http = await stack.enter_async_context(http_session(settings))
             client = PixazoClient(http, settings.base_url, settings.api_key, http.timeout)
-            blobs = await asyncio.to_thread(LocalBlobStore, settings.image_dir)
+            blobs = await stack.enter_async_context(open_blob_store(settings))
             images = ImageStore(blobs, http, settings.allowed_image_hosts, max_bytes=settings.max_image_bytes,
                                 max_pixels=settings.max_image_pixels, max_downloads=settings.max_downloads,
                                 pool=pool)
