@@ -415,3 +415,20 @@ async def test_the_sdk_client_refreshes_by_rotation_and_a_replayed_refresh_token
             "client_id": storage.client.client_id})
         assert replay.status_code == 400
         assert await mcp_status(raw, server.url, second.access_token) == 401
+
+
+async def test_confidential_clients_prove_their_secret_against_its_hash(server: LiveServer,
+                                                                        http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    assert (await grant.register(http, token_endpoint_auth_method="client_secret_basic")).status_code == 201
+    assert grant.client_secret
+    code = await grant.code(http, ALICE)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "client_id": grant.client_id, "code_verifier": grant.verifier}
+    for auth in (None, (grant.client_id, "not-the-secret"), ("someone-else", grant.client_secret)):
+        refused = await http.post(server.url + "/token", data=form, auth=auth)
+        assert refused.status_code == 401, auth
+        assert refused.json()["error"] == "invalid_client"
+    accepted = await http.post(server.url + "/token", data=form, auth=(grant.client_id, grant.client_secret))
+    assert accepted.status_code == 200
+    assert await mcp_status(http, server.url, accepted.json()["access_token"]) == 200
