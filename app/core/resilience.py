@@ -1,11 +1,13 @@
 """Staying correct against a slow, rate-limited, sometimes broken gateway: retry policy, circuit breaker,
-and a concurrency cap with a bounded queue."""
+and a concurrency cap with a bounded, fair queue."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -103,31 +105,84 @@ class QueueTimeoutError(Exception):
 
 
 class ConcurrencyCap:
-    """At most `limit` calls hold a slot; the rest wait up to `queue_timeout_s`."""
+    """At most `limit` calls hold a slot; the rest wait up to `queue_timeout_s`, in one queue per caller.
+
+    A freed slot goes to the waiting caller with the fewest slots in flight (ties: the caller served
+    longest ago), first come first served within a caller. One caller's burst then holds the slots only
+    while nobody else waits: another caller's call gets the next free slot.
+    """
 
     def __init__(self, limit: int, queue_timeout_s: float) -> None:
         self.limit = limit
         self.queue_timeout_s = queue_timeout_s
-        self._sem = asyncio.Semaphore(limit)
         self.in_flight = 0
         self.waiting = 0
+        self._held: dict[str | None, int] = {}  # caller -> slots in flight
+        self._served: dict[str | None, int] = {}  # caller -> when it last got a slot (a counter)
+        self._clock = itertools.count()
+        self._queues: dict[str | None, deque[asyncio.Future[None]]] = {}  # callers with waiters
+
+    def held_by(self, caller: str | None) -> int:
+        return self._held.get(caller, 0)
+
+    def _take(self, caller: str | None) -> None:
+        self._served[caller] = next(self._clock)
+        self.in_flight += 1
+        self._held[caller] = self._held.get(caller, 0) + 1
+
+    def _release(self, caller: str | None) -> None:
+        self.in_flight -= 1
+        left = self._held[caller] - 1
+        if left:
+            self._held[caller] = left
+        else:
+            del self._held[caller]
+        self._grant()
+
+    def _grant(self) -> None:
+        """Hand free slots to waiters, fairest first."""
+        while self.in_flight < self.limit and self._queues:
+            caller = min(self._queues, key=lambda c: (self.held_by(c), self._served.get(c, -1)))
+            queue = self._queues[caller]
+            waiter = queue.popleft()
+            if not queue:
+                del self._queues[caller]
+            self.waiting -= 1
+            if waiter.done():  # its task was cancelled and has not withdrawn it yet
+                continue
+            self._take(caller)
+            waiter.set_result(None)
+
+    def _withdraw(self, caller: str | None, waiter: asyncio.Future[None]) -> None:
+        queue = self._queues.get(caller)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            self.waiting -= 1
+            if not queue:
+                del self._queues[caller]
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
+    async def slot(self, caller: str | None = None) -> AsyncIterator[float]:
         """Yields the seconds spent waiting for the slot."""
         started = time.monotonic()
-        self.waiting += 1
-        try:
-            async with asyncio.timeout(self.queue_timeout_s):
-                await self._sem.acquire()
-        except TimeoutError:
-            raise QueueTimeoutError from None
-        finally:
-            self.waiting -= 1
-        self.in_flight += 1
+        if self.in_flight < self.limit and not self._queues:
+            self._take(caller)
+        else:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._queues.setdefault(caller, deque()).append(waiter)
+            self.waiting += 1
+            try:
+                async with asyncio.timeout(self.queue_timeout_s):
+                    await waiter
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._release(caller)  # granted just as the wait ended: pass the slot on
+                else:
+                    self._withdraw(caller, waiter)
+                if isinstance(exc, TimeoutError):
+                    raise QueueTimeoutError from None
+                raise
         try:
             yield time.monotonic() - started
         finally:
-            self.in_flight -= 1
-            self._sem.release()
-
+            self._release(caller)

@@ -215,7 +215,7 @@ class GenerationService:
         verdict = False
         try:
             try:
-                async with self.cap.slot() as waited:
+                async with self.cap.slot(call.caller) as waited:
                     call.queue_s = waited
                     self.metrics.queue_wait.observe(waited)
                     image_url = await self._call_with_retries(request.upstream_body(), call)
