@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     auth_tokens: SecretStr | None = Field(default=None, description="Comma list of name:token pairs.")
     auth_tokens_file: Path | None = Field(default=None, description="File with one name:token a line.")
     allow_anonymous: bool = Field(default=False, description="Serve without tokens on a non-loopback bind.")
+    history_visibility: Literal["team", "own"] = Field(
+        default="team", description="team: every caller sees every generation; own: only its own.")
     rate_limit_per_minute: int | None = Field(default=None, ge=1, description="Calls per caller per minute.")
     daily_limit: int | None = Field(default=None, ge=1, description="Generations per caller per UTC day.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

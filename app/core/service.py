@@ -135,14 +135,33 @@ class GenerationService:
     def _observe(self, gen: Generation) -> None:
         self.metrics.generation(gen.status, gen.caller)
 
-    async def get(self, gen_id: int) -> Generation:
+    def may_see(self, gen: Generation, viewer: str | None) -> bool:
+        """PIXAZO_HISTORY_VISIBILITY: `team` shows every row to every caller, `own` only the viewer's."""
+        return self.settings.history_visibility == "team" or gen.caller == viewer
+
+    async def get(self, gen_id: int, viewer: str | None = None) -> Generation:
+        """One row the viewer may see; another caller's row under `own` is as missing as no row."""
         found = await self.store.get(gen_id)
-        if found is None:
+        if found is None or not self.may_see(found, viewer):
             raise NotFoundError(f"No generation with id {gen_id}.")
         return found
 
-    async def image_bytes(self, gen_id: int) -> tuple[bytes, str]:
-        gen = await self.get(gen_id)
+    async def page(self, viewer: str | None, *, limit: int = 20, status: str | None = None,
+                   query: str | None = None, before_id: int | None = None,
+                   caller: str | None = None) -> list[Generation]:
+        """Newest first, only what the viewer may see."""
+        return await self.store.page(limit=limit, status=status, query=query, before_id=before_id, caller=caller,
+                                     owned_by=viewer, owned_only=self.settings.history_visibility == "own")
+
+    async def callers_and_statuses(self, viewer: str | None) -> tuple[list[str], list[str]]:
+        """The gallery's filter choices; under `own` the only caller is the viewer."""
+        callers, statuses = await self.store.facets()
+        if self.settings.history_visibility == "own":
+            callers = [viewer] if viewer is not None else []
+        return callers, statuses
+
+    async def image_bytes(self, gen_id: int, viewer: str | None = None) -> tuple[bytes, str]:
+        gen = await self.get(gen_id, viewer)
         if not gen.image_path or not gen.image_mime:
             raise NotFoundError(f"Generation {gen_id} has no stored image (status {gen.status}).")
         return await self.images.read(gen.image_path), gen.image_mime

@@ -19,7 +19,7 @@ from app import __version__
 from app.core.state import AppState, open_state
 from app.errors import NotFoundError
 from app.identity.oauth import AuthorizationServer
-from app.identity.tokens import SCOPE, TeamTokenVerifier
+from app.identity.tokens import SCOPE, TeamTokenVerifier, current_caller
 from app.protocol.calllog import ToolCallLog
 from app.protocol.tools import all_tools, state_of
 from app.settings import Settings
@@ -56,7 +56,7 @@ class PixazoServer(MCPServer[AppState]):
             return await super().read_resource(uri, context)
         state = context.request_context.lifespan_context
         try:
-            data, mime = await state.service.image_bytes(_parse_id(match[1]))
+            data, mime = await state.service.image_bytes(_parse_id(match[1]), current_caller())
         except NotFoundError as exc:
             raise ResourceError(str(exc)) from None
         return [ReadResourceContents(content=data, mime_type=mime)]
@@ -98,7 +98,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
     async def generation(id: str, ctx: Context) -> dict[str, Any]:
         """One generation's record: prompt, parameters, status, URLs, stored image details."""
         try:
-            gen = await state_of(ctx).service.get(_parse_id(id))
+            gen = await state_of(ctx).service.get(_parse_id(id), current_caller())
         except NotFoundError as exc:
             raise ResourceError(str(exc)) from None
         return gen.public()
@@ -107,7 +107,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
                      mime_type="image/png")
     async def generation_image(id: str, ctx: Context) -> bytes:
         """The stored image (answered by PixazoServer.read_resource with the image's own MIME type)."""
-        data, _ = await state_of(ctx).service.image_bytes(_parse_id(id))
+        data, _ = await state_of(ctx).service.image_bytes(_parse_id(id), current_caller())
         return data
 
     return server

@@ -290,8 +290,9 @@ async def list_generations(
     caller: Annotated[str | None, Field(max_length=64, description="Only this caller's generations.")] = None,
 ) -> GenerationPage:
     """List recorded generations, newest first, optionally filtered by status, caller or prompt words."""
-    store = state_of(ctx).store
-    found = await store.page(limit=limit, status=status, query=query, before_id=before_id, caller=caller)
+    service = state_of(ctx).service
+    found = await service.page(current_caller(), limit=limit, status=status, query=query, before_id=before_id,
+                               caller=caller)
     records = [GenerationRecord.model_validate(g.public()) for g in found]
     return GenerationPage(generations=records,
                           next_before_id=records[-1].id if len(records) == limit else None)
@@ -302,7 +303,7 @@ async def get_generation(ctx: Context,
                          ) -> GenerationRecord:
     """Get one recorded generation by id: prompt, parameters, status, URLs and the stored image's details."""
     try:
-        gen = await state_of(ctx).service.get(id)
+        gen = await state_of(ctx).service.get(id, current_caller())
     except NotFoundError as exc:
         raise ToolError(str(exc)) from None
     return GenerationRecord.model_validate(gen.public())

@@ -362,8 +362,13 @@ class GenerationStore:
         return Generation.from_row(dict(row)) if row is not None else None
 
     async def page(self, *, limit: int = 20, status: str | None = None, query: str | None = None,
-                   before_id: int | None = None, caller: str | None = None) -> list[Generation]:
-        """Newest first. A query uses the FTS index in rowid order, so it stays fast on large tables."""
+                   before_id: int | None = None, caller: str | None = None, owned_by: str | None = None,
+                   owned_only: bool = False) -> list[Generation]:
+        """Newest first. A query uses the FTS index in rowid order, so it stays fast on large tables.
+
+        `caller` is a filter a caller chose; `owned_only` restricts to the rows of `owned_by` (None:
+        the anonymous rows), whatever else is asked.
+        """
         where: list[str] = []
         args: list[Any] = []
         if query is not None and (match := fts_query(query)) is not None:
@@ -380,6 +385,11 @@ class GenerationStore:
         if caller is not None:
             where.append("g.caller = ?")
             args.append(caller)
+        if owned_only and owned_by is None:
+            where.append("g.caller IS NULL")
+        elif owned_only:
+            where.append("g.caller = ?")
+            args.append(owned_by)
         if before_id is not None:
             where.append(f"{id_col} < ?")
             args.append(before_id)

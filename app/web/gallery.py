@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import NotFoundError
 from app.identity.tokens import TeamTokenVerifier
 from app.net import is_http_url
 from app.protocol.server import Runtime
@@ -92,10 +93,15 @@ class Gallery:
         return self.verifier is None or await self.caller(request) is not None
 
     async def generation(self, request: Request) -> Generation | None:
-        """The generation the path's {id} names, if there is one."""
+        """The generation the path's {id} names, if there is one the requester may see."""
         state = self.runtime.state
         gen_id = parse_generation_id(request.path_params["id"])
-        return await state.store.get(gen_id) if state is not None and gen_id is not None else None
+        if state is None or gen_id is None:
+            return None
+        try:
+            return await state.service.get(gen_id, await self.caller(request))
+        except NotFoundError:
+            return None
 
     def _login_redirect(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -113,9 +119,9 @@ class Gallery:
         status = (q.get("status") or "").strip()[:40] or None
         caller = (q.get("caller") or "").strip()[:64] or None
         before_id = parse_generation_id(q.get("before"))
-        items = await state.store.page(limit=PAGE_SIZE, status=status, query=query, before_id=before_id,
-                                       caller=caller)
-        callers, statuses = await state.store.facets()
+        items = await state.service.page(signed_in, limit=PAGE_SIZE, status=status, query=query,
+                                         before_id=before_id, caller=caller)
+        callers, statuses = await state.service.callers_and_statuses(signed_in)
         next_before = items[-1].id if len(items) == PAGE_SIZE else None
         return TEMPLATES.TemplateResponse(request, "index.html", {
             "items": items, "query": query or "", "status": status or "", "caller": caller or "",
