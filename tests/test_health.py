@@ -13,7 +13,7 @@ import httpx2
 
 from app.pixazo.simulator import Simulator
 from app.storage.records import GenerationStore
-from tests.conftest import http_client, live_server, make_settings
+from tests.conftest import http_client, live_server, make_settings, small_filesystem
 
 
 @contextmanager
@@ -98,3 +98,30 @@ async def test_healthz_reports_a_damaged_database(tmp_path: Path, sim: Simulator
     assert damaged.status_code == 503
     assert damaged.json()["status"] == "unavailable"
     assert damaged.json()["database"] != "ok"
+
+
+def fill(directory: Path) -> None:
+    """Write until the filesystem refuses: ENOSPC."""
+    with (directory / "filler").open("wb", buffering=0) as f:
+        for _ in range(1 << 20):  # bounded: far more blocks than the small filesystem has
+            try:
+                f.write(b"\0" * 4096)
+            except OSError:
+                return
+    raise AssertionError("the filesystem never filled up")
+
+
+async def test_healthz_reports_a_full_disk(tmp_path: Path, sim: Simulator) -> None:
+    with small_filesystem(tmp_path / "small", 1024) as small:
+        settings = make_settings(tmp_path, sim.url, inline_image="none", db_path=small / "pixazo.db")
+        async with live_server(settings) as live, http_client(live) as client:
+            await client.call_tool("pix_generate", {"prompt": "before the disk filled"})
+            async with httpx2.AsyncClient(base_url=live.url) as http:
+                assert (await http.get("/healthz")).status_code == 200
+                await asyncio.to_thread(fill, small)
+                full = await http.get("/healthz")
+                listed = await client.call_tool("list_generations", {})
+    assert full.status_code == 503
+    assert "full" in full.json()["database"]
+    # reads still answer from what is there
+    assert [g["prompt"] for g in listed.structured_content["generations"]] == ["before the disk filled"]
