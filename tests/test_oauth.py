@@ -432,3 +432,17 @@ async def test_confidential_clients_prove_their_secret_against_its_hash(server: 
     accepted = await http.post(server.url + "/token", data=form, auth=(grant.client_id, grant.client_secret))
     assert accepted.status_code == 200
     assert await mcp_status(http, server.url, accepted.json()["access_token"]) == 200
+
+
+async def test_rows_long_expired_are_purged_at_the_next_sign_in(server: LiveServer,
+                                                               http: httpx2.AsyncClient) -> None:
+    grant = Grant(server.url)
+    await grant.register(http)
+    await grant.exchange(http, await grant.code(http, ALICE))
+    assert len(oauth_rows(server.settings.db_path, "oauth_tokens")) == 2
+    with sqlite3.connect(server.settings.db_path) as conn:  # a month and more passes
+        conn.execute("UPDATE oauth_tokens SET expires_at = 1")
+        conn.execute("UPDATE oauth_codes SET expires_at = 1")
+    await grant.code(http, ALICE)
+    assert oauth_rows(server.settings.db_path, "oauth_tokens") == []
+    assert len(oauth_rows(server.settings.db_path, "oauth_codes")) == 1  # only the new one

@@ -132,7 +132,11 @@ class ClientSummary:
 
 
 class OAuthRecords:
-    """All OAuth queries, on the record store's connection (autocommit: one statement, one transaction)."""
+    """All OAuth queries, on the record store's connection (autocommit: one statement, one transaction).
+
+    Every statement goes through `_rows`, `_read` or `_run`, with `?` placeholders and SQL that
+    PostgreSQL accepts as well (ON CONFLICT, RETURNING): another engine overrides those three.
+    """
 
     def __init__(self, conn: aiosqlite.Connection,
                  reading: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]] | None = None) -> None:
@@ -141,12 +145,23 @@ class OAuthRecords:
         self._reading = reading or (lambda: nullcontext(conn))
 
     async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of a statement on the writer (a RETURNING write, or a read that must see the latest)."""
         return [dict(r) for r in await self._conn.execute_fetchall(sql, args)]
+
+    async def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of a query on a reader connection."""
+        async with self._reading() as conn:
+            return [dict(r) for r in await conn.execute_fetchall(sql, args)]
+
+    async def _run(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """A write; how many rows it changed."""
+        cur = await self._conn.execute(sql, args)
+        return cur.rowcount
 
     # clients
     async def add_client(self, client_id: str, kind: str, client_name: str | None, metadata: dict[str, Any],
                          secret: str | None) -> None:
-        await self._conn.execute(
+        await self._run(
             "INSERT INTO oauth_clients (client_id, kind, client_name, metadata_json, secret_sha256, created_at,"
             " last_seen_at, last_event) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (client_id) DO UPDATE SET client_name = excluded.client_name,"
@@ -163,7 +178,7 @@ class OAuthRecords:
                          r["secret_sha256"], r["created_at"], r["last_seen_at"], r["last_event"])
 
     async def touch_client(self, client_id: str, event: str) -> None:
-        await self._conn.execute("UPDATE oauth_clients SET last_seen_at = ?, last_event = ? WHERE client_id = ?",
+        await self._run("UPDATE oauth_clients SET last_seen_at = ?, last_event = ? WHERE client_id = ?",
                                  (time.time(), event, client_id))
 
     async def clients(self) -> list[ClientSummary]:
@@ -181,8 +196,8 @@ class OAuthRecords:
     # pending sign-ins (between /authorize and the sign-in page's answer)
     async def add_request(self, request_id: str, client_id: str, params: dict[str, Any], ttl_s: float) -> None:
         now = time.time()
-        await self._conn.execute("DELETE FROM oauth_requests WHERE expires_at < ?", (now,))
-        await self._conn.execute(
+        await self._run("DELETE FROM oauth_requests WHERE expires_at < ?", (now,))
+        await self._run(
             "INSERT INTO oauth_requests (id_sha256, client_id, params_json, expires_at) VALUES (?, ?, ?, ?)",
             (digest(request_id), client_id, json.dumps(params), now + ttl_s))
 
@@ -198,10 +213,9 @@ class OAuthRecords:
         return _pending(found[0]) if found else None
 
     async def start_sso(self, request_id: str, sso_state: str, sso: dict[str, Any]) -> bool:
-        cur = await self._conn.execute(
+        return await self._run(
             "UPDATE oauth_requests SET sso_state_sha256 = ?, sso_json = ? WHERE id_sha256 = ? AND expires_at > ?",
-            (digest(sso_state), json.dumps(sso), digest(request_id), time.time()))
-        return cur.rowcount == 1
+            (digest(sso_state), json.dumps(sso), digest(request_id), time.time())) == 1
 
     async def take_sso(self, sso_state: str) -> PendingRequest | None:
         found = await self._rows(
@@ -213,8 +227,10 @@ class OAuthRecords:
     async def add_code(self, code: str, client_id: str, caller: str, params: dict[str, Any], family: str,
                        ttl_s: float) -> None:
         now = time.time()
-        await self._conn.execute("DELETE FROM oauth_codes WHERE expires_at < ?", (now - KEEP_EXPIRED_S,))
-        await self._conn.execute(
+        # Housekeeping once per sign-in (rare next to requests): rows long expired go.
+        await self._run("DELETE FROM oauth_codes WHERE expires_at < ?", (now - KEEP_EXPIRED_S,))
+        await self._run("DELETE FROM oauth_tokens WHERE expires_at < ?", (now - KEEP_EXPIRED_S,))
+        await self._run(
             "INSERT INTO oauth_codes (code_sha256, client_id, caller, params_json, family, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?)", (digest(code), client_id, caller, json.dumps(params), family, now + ttl_s))
 
@@ -228,56 +244,49 @@ class OAuthRecords:
 
     async def use_code(self, code: str) -> bool:
         """Mark the code used; False when it already was (a replay, or a race with another exchange)."""
-        cur = await self._conn.execute(
+        return await self._run(
             "UPDATE oauth_codes SET used_at = ? WHERE code_sha256 = ? AND used_at IS NULL AND expires_at > ?",
-            (time.time(), digest(code), time.time()))
-        return cur.rowcount == 1
+            (time.time(), digest(code), time.time())) == 1
 
     # tokens
     async def add_token(self, token: str, kind: str, client_id: str, caller: str, scopes: list[str],
                         resource: str, family: str, ttl_s: float) -> None:
         now = time.time()
-        await self._conn.execute(
+        await self._run(
             "INSERT INTO oauth_tokens (token_sha256, kind, client_id, caller, scopes, resource, family, created_at,"
             " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (digest(token), kind, client_id, caller, " ".join(scopes), resource, family, now, now + ttl_s))
 
     async def token(self, token: str, kind: str) -> TokenRow | None:
-        async with self._reading() as conn:
-            found = [dict(r) for r in await conn.execute_fetchall(
-                "SELECT * FROM oauth_tokens WHERE token_sha256 = ? AND kind = ?", (digest(token), kind))]
+        found = await self._read("SELECT * FROM oauth_tokens WHERE token_sha256 = ? AND kind = ?",
+                                 (digest(token), kind))
         return TokenRow.from_row(found[0]) if found else None
 
     async def use_refresh(self, token: str) -> bool:
         """Mark a refresh token spent (rotation); False when it was spent, revoked or expired already."""
         now = time.time()
-        cur = await self._conn.execute(
+        return await self._run(
             "UPDATE oauth_tokens SET used_at = ? WHERE token_sha256 = ? AND kind = ? AND used_at IS NULL"
-            " AND revoked_at IS NULL AND expires_at > ?", (now, digest(token), REFRESH, now))
-        return cur.rowcount == 1
+            " AND revoked_at IS NULL AND expires_at > ?", (now, digest(token), REFRESH, now)) == 1
 
     async def revoke_family(self, family: str) -> int:
-        cur = await self._conn.execute(
+        return await self._run(
             "UPDATE oauth_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL", (time.time(), family))
-        return cur.rowcount
 
     async def revoke_client(self, client_id: str) -> int:
-        cur = await self._conn.execute(
+        count = await self._run(
             "UPDATE oauth_tokens SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
             (time.time(), client_id))
-        await self._conn.execute("UPDATE oauth_codes SET used_at = ? WHERE client_id = ? AND used_at IS NULL",
-                                 (time.time(), client_id))
-        return cur.rowcount
+        await self._run("UPDATE oauth_codes SET used_at = ? WHERE client_id = ? AND used_at IS NULL",
+                        (time.time(), client_id))
+        return count
 
     async def revoke_caller(self, caller: str) -> int:
-        cur = await self._conn.execute(
+        count = await self._run(
             "UPDATE oauth_tokens SET revoked_at = ? WHERE caller = ? AND revoked_at IS NULL", (time.time(), caller))
-        await self._conn.execute("UPDATE oauth_codes SET used_at = ? WHERE caller = ? AND used_at IS NULL",
-                                 (time.time(), caller))
-        return cur.rowcount
-
-    async def purge_expired(self) -> None:
-        await self._conn.execute("DELETE FROM oauth_tokens WHERE expires_at < ?", (time.time() - KEEP_EXPIRED_S,))
+        await self._run("UPDATE oauth_codes SET used_at = ? WHERE caller = ? AND used_at IS NULL",
+                        (time.time(), caller))
+        return count
 
 
 def _pending(r: Mapping[str, Any]) -> PendingRequest:
