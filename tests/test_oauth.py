@@ -446,3 +446,24 @@ async def test_rows_long_expired_are_purged_at_the_next_sign_in(server: LiveServ
     await grant.code(http, ALICE)
     assert oauth_rows(server.settings.db_path, "oauth_tokens") == []
     assert len(oauth_rows(server.settings.db_path, "oauth_codes")) == 1  # only the new one
+
+
+async def test_the_public_name_passes_the_host_and_origin_checks(tmp_path: Path, sim: Simulator,
+                                                                 http: httpx2.AsyncClient) -> None:
+    port = free_port()
+    settings = make_settings(tmp_path, sim.url, auth_tokens=SecretStr(f"alice:{ALICE}"),
+                             public_url="https://mcp.example.com")
+    async with live_server(settings, port=port) as live:
+        meta = await http.get(live.url + "/.well-known/oauth-authorization-server",
+                              headers={"Host": "mcp.example.com"})
+        assert meta.status_code == 200
+        assert meta.json()["issuer"] == "https://mcp.example.com"
+        challenge = await http.post(live.url + "/mcp", json={}, headers={
+            "Host": "mcp.example.com", "Origin": "https://mcp.example.com"})
+        assert challenge.status_code == 401
+        assert 'resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"' in \
+            challenge.headers["www-authenticate"]
+        assert (await http.get(live.url + "/.well-known/oauth-authorization-server",
+                               headers={"Host": "evil.example"})).status_code == 421
+        assert (await http.post(live.url + "/oauth/signin", data={}, headers={
+            "Host": "mcp.example.com", "Origin": "https://evil.example"})).status_code == 403
