@@ -467,3 +467,23 @@ async def test_the_public_name_passes_the_host_and_origin_checks(tmp_path: Path,
                                headers={"Host": "evil.example"})).status_code == 421
         assert (await http.post(live.url + "/oauth/signin", data={}, headers={
             "Host": "mcp.example.com", "Origin": "https://evil.example"})).status_code == 403
+
+
+async def test_an_oauth_caller_sees_only_their_own_history_under_own_visibility(
+        tmp_path: Path, sim: Simulator) -> None:
+    port = free_port()
+    async with live_server(oauth_settings(tmp_path, sim, port, history_visibility="own"), port=port) as live:
+        async with (httpx2.AsyncClient(headers={"Authorization": f"Bearer {BOB}"}, timeout=30) as bearer,
+                    Client(streamable_http_client(live.mcp_url, http_client=bearer)) as bob):
+            await bob.call_tool("pix_generate", {"prompt": "bob's balloon"})
+        person = Person(ALICE)
+        async with (httpx2.AsyncClient(auth=sdk_auth(live.mcp_url, person), timeout=30) as http,
+                    Client(streamable_http_client(live.mcp_url, http_client=http)) as alice):
+            await alice.call_tool("pix_generate", {"prompt": "alice's kite"})
+            listed = (await alice.call_tool("list_generations", {})).structured_content
+            bobs = await alice.call_tool("get_generation", {"id": 1})
+    assert listed is not None
+    assert [g["prompt"] for g in listed["generations"]] == ["alice's kite"]
+    assert bobs.is_error
+    assert [(r["prompt"], r["caller"]) for r in rows(live.settings.db_path)] == [
+        ("bob's balloon", "bob"), ("alice's kite", "alice")]
