@@ -101,3 +101,16 @@ def test_the_aws_names_and_secret_files_are_read(tmp_path: Path, monkeypatch: py
     assert settings.aws_secret_access_key.get_secret_value() == "from-a-secret-file"
     assert settings.aws_region == "eu-central-1"
     assert "from-a-secret-file" not in repr(settings)
+
+
+def test_the_bucket_secret_is_among_the_strings_the_log_filter_scrubs(tmp_path: Path) -> None:
+    import logging
+
+    from app.logs import SecretFilter
+    from app.web.app import create_app
+
+    secret = "bucket-secret-" + uuid.uuid4().hex
+    app = create_app(make_settings(tmp_path, image_store="s3://images/p", aws_secret_access_key=SecretStr(secret)))
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "signing with %s failed", (secret,), None)
+    SecretFilter(app.state.secrets).filter(record)
+    assert secret not in record.getMessage()

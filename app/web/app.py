@@ -228,5 +228,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.runtime = runtime
     app.state.secrets = [*tokens.values(), *(
         [settings.api_key.get_secret_value()] if settings.api_key is not None else []), *(
-        [settings.oidc_client_secret.get_secret_value()] if settings.oidc_client_secret is not None else [])]
+        [settings.oidc_client_secret.get_secret_value()] if settings.oidc_client_secret is not None else []), *(
+        [settings.aws_secret_access_key.get_secret_value()] if settings.aws_secret_access_key is not None else [])]
     return app
