@@ -65,7 +65,9 @@ async def test_an_upstream_failure_reaches_the_remote_caller_as_a_tool_error(tmp
 
 
 async def test_fifty_calls_overlap_and_leave_fifty_rows(tmp_path: Path) -> None:
-    latency = 1.0
+    # Long enough that all fifty requests reach the simulator before the first answers, even on a
+    # loaded 2-core machine (at 1 s, a busy machine posted them too slowly and the overlap fell short).
+    latency = 4.0
     async with Simulator(latency=latency) as sim:
         await sim.warm()  # the simulator's one-off renders must not slow the calls being posted
         settings: Settings = make_settings(tmp_path, sim.url, max_concurrency=64)
