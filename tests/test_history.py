@@ -143,3 +143,12 @@ async def test_migration_from_every_earlier_version(tmp_path: Path, version: int
         await store.close()
     assert (row.prompt, row.parameters, row.status, row.caller) == (
         "kept across versions", {"seed": 5}, "INTERRUPTED", None)
+
+
+async def test_a_status_filter_longer_than_any_status_is_refused(tmp_path: Path, sim: Simulator) -> None:
+    async with in_memory_client(make_settings(tmp_path, sim.url)) as client:
+        refused = await client.call_tool("list_generations", {"status": "S" * 41})
+        accepted = await client.call_tool("list_generations", {"status": "DOWNLOAD_FAILED"})
+    assert refused.is_error
+    assert "at most 40 characters" in refused.content[0].text
+    assert not accepted.is_error

@@ -283,7 +283,8 @@ def pix_generate_tool(settings: Settings) -> Tool:
 async def list_generations(
     ctx: Context,
     limit: Annotated[int, Field(ge=1, le=100, description="How many to return.")] = 20,
-    status: Annotated[str | None, Field(description="Only this status, e.g. SUCCESS or HTTP_429.")] = None,
+    status: Annotated[str | None, Field(max_length=40, description="Only this status, e.g. SUCCESS or HTTP_429.")
+                      ] = None,
     query: Annotated[str | None, Field(max_length=500, description="Words the prompt must contain.")] = None,
     before_id: Annotated[int | None, Field(ge=MIN_ID, le=MAX_ID, description="Only ids below this (for paging).")
                          ] = None,
