@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 from app.errors import BlobNotFoundError, BlobStoreError
 
-# `<generation id>-<16 hex of the sha256>.<ext>`, and its cached thumbnail `….thumb.jpg`.
+# `<generation id>-<16 random hex>.<ext>`, and its cached thumbnail `….thumb.jpg`.
 STORED_NAME = re.compile(r"[0-9]{1,18}-[0-9a-f]{16}(\.thumb)?\.(png|jpg|webp)")
 
 # Bytes gathered before one trip to a worker thread. Each trip costs CPU (a wake-up, a future, a
