@@ -74,6 +74,31 @@ def _oauth(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from app.ops.migrate import MigrateError, migrate_rows
+    from app.storage.database import redacted
+
+    settings = Settings.load()
+    source = args.source or f"sqlite:///{settings.db_path}"
+    # The target's password may stay out of the command line (and `ps`): PIXAZO_DATABASE_URL or its file.
+    target = args.target or (settings.database if settings.uses_postgres else None)
+    if target is None:
+        print("pixazo-mcp migrate: give --to postgresql://... (or set PIXAZO_DATABASE_URL)", file=sys.stderr)
+        return 2
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} rows", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = migrate_rows(source, target, progress=progress)
+    except (MigrateError, ValueError, OSError, sqlite3.Error) as exc:
+        print(f"\npixazo-mcp migrate: {exc}", file=sys.stderr)
+        return 1
+    print(f"\ncopied {report.copied} generations ({report.already_there} were already there) from "
+          f"{redacted(source)} to {redacted(target)}; {report.source_rows} rows verified")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from app.ops.bench import run
 
@@ -126,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     bak.add_argument("dest", help="file (or directory) to write the copy to")
     bak.add_argument("--db", default=None, help="database to copy (default: PIXAZO_DB_PATH)")
     bak.set_defaults(func=_backup)
+
+    mig = sub.add_parser("migrate", help="copy a SQLite history (rows with their ids) to PostgreSQL; resumable")
+    mig.add_argument("--from", dest="source", default=None,
+                     help="sqlite:///PATH to copy from (default: the file at PIXAZO_DB_PATH)")
+    mig.add_argument("--to", dest="target", default=None,
+                     help="postgresql://USER:PASS@HOST:PORT/DB (default: PIXAZO_DATABASE_URL)")
+    mig.set_defaults(func=_migrate)
     return parser
 
 

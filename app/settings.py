@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="Pixazo subscription key.")
     base_url: str = Field(default="https://gateway.pixazo.ai", description="Pixazo gateway base URL.")
     db_path: Path = Field(default=Path("./data/pixazo.db"), description="SQLite database file.")
+    # A secret: a PostgreSQL URL carries its password (also readable as a secret file).
+    database_url: SecretStr | None = Field(
+        default=None, description="sqlite:///PATH (default: from PIXAZO_DB_PATH) or postgresql://USER:PASS@HOST:PORT/DB.")
+    db_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connections per process.")
+    lease_s: float = Field(default=30.0, gt=0, description="Seconds an instance's claim on its calls in flight "
+                           "lasts without renewal; after that any live instance marks them INTERRUPTED.")
+    stateless_legacy: bool | None = Field(
+        default=None, description="Serve 2025-11-25 clients statelessly (default: on with PostgreSQL).")
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
 
@@ -135,6 +143,22 @@ class Settings(BaseSettings):
         if Path(secrets_dir).is_dir():
             overrides["_secrets_dir"] = secrets_dir
         return cls(**overrides)
+
+    @property
+    def database(self) -> str:
+        """The database URL in force: PIXAZO_DATABASE_URL, else the SQLite file at PIXAZO_DB_PATH."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.db_path}"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def legacy_stateless(self) -> bool:
+        """Several replicas behind a round-robin balancer cannot share 2025-11-25 sessions."""
+        return self.uses_postgres if self.stateless_legacy is None else self.stateless_legacy
 
     @field_validator("image_store")
     @classmethod

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from pydantic import SecretStr
 from app.pixazo.simulator import Simulator
 from app.protocol.server import build_server
 from app.settings import Settings
+from app.storage.database import RecordStore, open_store
+from app.storage.rows import Instance
 from app.web.app import create_app
 
 if TYPE_CHECKING:
@@ -163,3 +166,66 @@ def s3_settings(tmp_path: Path, s3: SeaweedS3, prefix: str, base_url: str = "htt
         "aws_access_key_id": SecretStr(s3.access_key), "aws_secret_access_key": SecretStr(s3.secret_key),
         "aws_region": s3.region}
     return make_settings(tmp_path, base_url, **{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server for the whole session: PIXAZO_TEST_POSTGRES_URL, else a private one started here.
+
+    Without PostgreSQL installed the tests that need it are skipped locally; in CI (CI=true) they fail.
+    """
+    from tests.services import PostgresServer, ServiceUnavailableError  # services imports this module
+
+    given = os.environ.get("PIXAZO_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    try:
+        server = PostgresServer.start()
+    except ServiceUnavailableError as exc:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def fresh_postgres_database(admin_url: str) -> tuple[str, str]:
+    """A new, empty database on the server: (its URL, its name)."""
+    import psycopg
+
+    name = f"pixazo_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    return admin_url.rsplit("/", 1)[0] + "/" + name, name
+
+
+def drop_postgres_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh database for one test."""
+    url, name = fresh_postgres_database(postgres_admin_url)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(postgres_admin_url, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs once per engine: a SQLite file in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pixazo.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+async def store_for(url: str, instance: Instance | None = None) -> RecordStore:
+    return await open_store(url, instance or Instance())

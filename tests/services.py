@@ -8,6 +8,7 @@ A test that needs a program the machine lacks is skipped locally and fails in CI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -255,3 +257,68 @@ def start_seaweed(root: Path, bucket: str = "images") -> Iterator[SeaweedS3]:
                 if os.environ.get("CI"):
                     pytest.fail(message)
                 pytest.skip(message)
+class ServiceUnavailableError(RuntimeError):
+    """The program is not installed here, or did not start: the message says which."""
+
+
+def postgres_bin() -> Path | None:
+    """Debian's newest PostgreSQL server binaries (/usr/lib/postgresql/N/bin), if installed."""
+    root = Path("/usr/lib/postgresql")
+    found = sorted((p / "bin" for p in root.glob("*") if (p / "bin" / "pg_ctl").exists()),
+                   key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    return found[-1] if found else None
+
+
+@dataclass
+class PostgresServer:
+    """A private PostgreSQL cluster: initdb in a temporary directory, trust auth, loopback only."""
+
+    bin: Path
+    dir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        # The server refuses to run as root: as root, run it as the `postgres` user Debian creates.
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=timeout, check=False)
+
+    @classmethod
+    def start(cls) -> PostgresServer:
+        binary = postgres_bin()
+        if binary is None:
+            raise ServiceUnavailableError("PostgreSQL is not installed (Debian package postgresql; .ci/run installs it)")
+        work = Path(tempfile.mkdtemp(prefix="pixazo-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(work, "postgres")
+        server = cls(binary, work, free_port())
+        init = server._run(str(binary / "initdb"), "-D", str(work / "data"), "-A", "trust", "-U", "postgres",
+                           "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
+        if init.returncode != 0:
+            shutil.rmtree(work, ignore_errors=True)
+            raise ServiceUnavailableError(f"initdb failed: {init.stderr.strip()[-500:]}")
+        # Durability is not what the tests check: skip fsyncs to keep a test run quick.
+        options = (f"-p {server.port} -k {work} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        for _ in range(3):  # the port could be taken between choosing it and binding it
+            started = server._run(str(binary / "pg_ctl"), "-D", str(work / "data"), "-l", str(work / "log"),
+                                  "-w", "-t", "30", "-o", options, "start")
+            if started.returncode == 0:
+                return server
+            server.port = free_port()
+            options = options.replace(options.split()[1], str(server.port), 1)
+        log = (work / "log").read_text(errors="replace")[-800:] if (work / "log").exists() else ""
+        shutil.rmtree(work, ignore_errors=True)
+        raise ServiceUnavailableError(f"PostgreSQL did not start: {started.stderr.strip()[-300:]} {log}")
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "-t", "30",
+                      "stop", timeout=40)
+        deadline = time.monotonic() + 10
+        while (self.dir / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shutil.rmtree(self.dir, ignore_errors=True)

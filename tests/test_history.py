@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from app.pixazo.simulator import Fault, Simulator
-from app.storage.records import MIGRATIONS, SCHEMA_VERSION, GenerationStore
-from tests.conftest import http_client, in_memory_client, live_server, make_settings
+from app.storage import postgres
+from app.storage.database import engine_of, sqlite_path
+from app.storage.records import MIGRATIONS, SCHEMA_VERSION
+from tests.conftest import http_client, in_memory_client, live_server, make_settings, store_for
 
 
 async def test_list_generations_pages_newest_first_and_filters(tmp_path: Path, sim: Simulator) -> None:
@@ -79,19 +81,35 @@ async def test_history_tools_are_read_only_and_declare_output_schemas(tmp_path: 
     assert "resource_uri" in tools["pix_generate"].output_schema["properties"]
 
 
-async def test_migration_from_the_core_schema_keeps_rows_and_indexes_them(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(MIGRATIONS[0])
-        conn.execute("PRAGMA user_version = 1")
-        conn.executemany(
-            "INSERT INTO generations (timestamp, prompt, parameters_json, image_url, status)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [("2026-01-01T00:00:00Z", "an old lighthouse", '{"seed": 1}', "https://x.r2.dev/1.png", "SUCCESS"),
-             ("2026-01-02T00:00:00Z", "an old mill", '{"seed": 2}', None, "HTTP_500")],
-        )
-    conn.close()
-    store = await GenerationStore.open(path)
+def old_database(url: str, version: int, rows: list[tuple[str, str, str, str | None, str]]) -> None:
+    """A database at an earlier schema version, made by that version's own migrations, holding `rows`."""
+    insert = ("INSERT INTO generations (timestamp, prompt, parameters_json, image_url, status)"
+              " VALUES (?, ?, ?, ?, ?)")
+    if engine_of(url) == "sqlite":
+        with sqlite3.connect(sqlite_path(url)) as conn:
+            for script in MIGRATIONS[:version]:
+                conn.executescript(script)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.executemany(insert, rows)
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                   " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for number, script in enumerate(postgres.MIGRATIONS[:version], start=1):
+            pg.execute(script.encode())
+            pg.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+        with pg.cursor() as cur:
+            cur.executemany(insert.replace("?", "%s").encode(), rows)
+
+
+async def test_migration_from_the_core_schema_keeps_rows_and_indexes_them(database_url: str) -> None:
+    old_database(database_url, 1, [
+        ("2026-01-01T00:00:00Z", "an old lighthouse", '{"seed": 1}', "https://x.r2.dev/1.png", "SUCCESS"),
+        ("2026-01-02T00:00:00Z", "an old mill", '{"seed": 2}', None, "HTTP_500")])
+    store = await store_for(database_url)
     try:
         assert await store.schema_version() == SCHEMA_VERSION
         everything = await store.page(limit=10)
@@ -125,19 +143,15 @@ async def test_progress_reaches_a_remote_client(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
-async def test_migration_from_every_earlier_version(tmp_path: Path, version: int) -> None:
-    path = tmp_path / f"v{version}.db"
-    with sqlite3.connect(path) as conn:
-        for script in MIGRATIONS[:version]:
-            conn.executescript(script)
-        conn.execute(f"PRAGMA user_version = {version}")
-        conn.execute("INSERT INTO generations (timestamp, prompt, parameters_json, image_url, status)"
-                     " VALUES ('2026-01-01T00:00:00Z', 'kept across versions', '{\"seed\": 5}', NULL, 'PENDING')")
-    conn.close()
-    store = await GenerationStore.open(path)
+async def test_migration_from_every_earlier_version(database_url: str, version: int) -> None:
+    old_database(database_url, version, [
+        ("2026-01-01T00:00:00Z", "kept across versions", '{"seed": 5}', None, "PENDING")])
+    store = await store_for(database_url)
     try:
         assert await store.schema_version() == SCHEMA_VERSION
-        assert await store.mark_interrupted() == 1
+        # A row from before owners were recorded has no owner: nobody holds it, so it is interrupted.
+        await store.renew_lease(30)
+        assert await store.reap_lapsed([]) == 1
         (row,) = await store.page(query="versions")
     finally:
         await store.close()

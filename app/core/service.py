@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 
 from app.core import messages
-from app.core.limits import RATE_LIMITED, CallerLimits
+from app.core.limits import CallerLimits
 from app.core.metrics import Metrics
 from app.core.resilience import (
     Backoff,
@@ -33,8 +33,9 @@ from app.errors import (
 )
 from app.pixazo.client import MAX_ERROR_CHARS, PixazoClient
 from app.settings import Settings
+from app.storage.database import RecordStore
 from app.storage.images import ImageStore
-from app.storage.records import Generation, GenerationStore
+from app.storage.records import Generation
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def status_for(exc: UpstreamError) -> str:
 
 
 class GenerationService:
-    def __init__(self, settings: Settings, store: GenerationStore, client: PixazoClient,
+    def __init__(self, settings: Settings, store: RecordStore, client: PixazoClient,
                  images: ImageStore, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
@@ -185,15 +186,10 @@ class GenerationService:
 
     async def generate(self, request: GenerationRequest, caller: str | None = None) -> Outcome:
         """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens."""
-        refusal = await self.limits.admit(caller)
+        pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller)
         if refusal is not None:
-            refused = await self.store.insert_pending(request.prompt, request.recorded_parameters(), caller,
-                                                      status=RATE_LIMITED)
-            refused = await self.store.finish(refused.id, RATE_LIMITED, error=f"{refusal.limit} limit",
-                                              duration_ms=0, attempts=0)
-            self._observe(refused)
-            return Outcome(refused, refusal.message)
-        pending = await self.store.insert_pending(request.prompt, request.recorded_parameters(), caller)
+            self._observe(pending)  # already finished RATE_LIMITED: nothing was sent
+            return Outcome(pending, refusal.message)
         call = _Call(pending.id, caller)
         self.in_flight += 1
         try:

@@ -13,13 +13,15 @@ from pathlib import Path
 import aiohttp
 from PIL import Image
 
+from app.core.leases import LeaseKeeper
 from app.core.metrics import Metrics
 from app.core.service import GenerationService
 from app.pixazo.client import PixazoClient
 from app.settings import Settings
 from app.storage.blobs import BlobStore, LocalBlobStore
+from app.storage.database import RecordStore, open_store, redacted
 from app.storage.images import ImageStore
-from app.storage.records import GenerationStore
+from app.storage.rows import Instance
 from app.storage.s3 import S3BlobStore
 
 logger = logging.getLogger(__name__)
@@ -29,8 +31,9 @@ logger = logging.getLogger(__name__)
 class AppState:
     settings: Settings
     http: aiohttp.ClientSession
-    store: GenerationStore
+    store: RecordStore
     service: GenerationService
+    instance: Instance
 
 
 def http_session(settings: Settings) -> aiohttp.ClientSession:
@@ -71,13 +74,15 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     # Decoding is CPU work, and Pillow releases the GIL while it decodes and resizes: about one
     # thread per core keeps the cores busy without holding more decoded images than that in memory.
     pool = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="pixazo-image")
-    store = await GenerationStore.open(settings.db_path)
+    instance = Instance()
+    store = await open_store(settings.database, instance, pool_size=settings.db_pool_size)
+    logger.info("database: %s (%s), instance %s", store.engine, redacted(settings.database), instance.id)
     images: ImageStore | None = None
+    leases = LeaseKeeper(store, settings.lease_s)
     try:
-        interrupted = await store.mark_interrupted()
-        if interrupted:
-            logger.warning("marked %d generation(s) left pending by a previous run as INTERRUPTED",
-                           interrupted)
+        # Rows left PENDING become INTERRUPTED only once their owner is gone: a second instance on
+        # the same database (started by mistake, or a replica) leaves the first one's calls alone.
+        await leases.start()
         async with AsyncExitStack() as stack:
             http = await stack.enter_async_context(http_session(settings))
             client = PixazoClient(http, settings.base_url, settings.api_key, http.timeout)
@@ -85,8 +90,10 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             images = ImageStore(blobs, http, settings.allowed_image_hosts, max_bytes=settings.max_image_bytes,
                                 max_pixels=settings.max_image_pixels, max_downloads=settings.max_downloads,
                                 pool=pool)
-            yield AppState(settings, http, store, GenerationService(settings, store, client, images, Metrics()))
+            service = GenerationService(settings, store, client, images, Metrics())
+            yield AppState(settings, http, store, service, instance)
     finally:
+        await leases.stop()
         if images is not None:
             await images.aclose()
         pool.shutdown(wait=False, cancel_futures=True)

@@ -18,6 +18,7 @@ import aiosqlite
 
 from app.net import is_http_url
 from app.storage.oauth_records import OAUTH_SCHEMA, OAuthRecords
+from app.storage.rows import INTERRUPTED_ERROR, RATE_LIMITED, Admission, Instance, Usage
 
 # Each entry migrates the schema from version i to i + 1 (`PRAGMA user_version`).
 MIGRATIONS: list[str] = [
@@ -75,6 +76,20 @@ MIGRATIONS: list[str] = [
     """,
     # 6: the OAuth authorization server's clients, pending sign-ins, codes and tokens (hashed).
     OAUTH_SCHEMA,
+    # 7: which instance owns a call in flight, and the instances' leases (several processes may share
+    # the database: a row becomes INTERRUPTED only once its owner's lease lapsed). Limits count a
+    # caller's recent rows: an index that leads with the caller and the time.
+    """
+    ALTER TABLE generations ADD COLUMN owner TEXT;
+    CREATE INDEX generations_caller_timestamp ON generations (caller, timestamp);
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -176,12 +191,21 @@ class StoredImageInfo(Protocol):
     def mime(self) -> str: ...
 
 
+def query_words(text: str) -> list[str]:
+    """A caller's search as plain words (at most 16); every engine builds its query from these."""
+    return [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w][:16]
+
+
 def fts_query(text: str) -> str | None:
     """A caller's words as an FTS5 query: every word must match (as a prefix); no FTS syntax leaks."""
-    words = [w for w in "".join(c if c.isalnum() else " " for c in text).split() if w]
+    words = query_words(text)
     if not words:
         return None
-    return " ".join('"' + w.replace('"', '""') + '"*' for w in words[:16])
+    return " ".join('"' + w.replace('"', '""') + '"*' for w in words)
+
+
+# SQLite's own clock in epoch seconds (leases compare times taken from one clock: the database's).
+SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 async def _open_reader(path: Path) -> aiosqlite.Connection:
@@ -229,17 +253,20 @@ class GenerationStore:
     reader has its own thread. A blocked write (another process holding the lock) stalls only writes.
     """
 
+    engine = "sqlite"
+
     def __init__(self, conn: aiosqlite.Connection, path: Path | None = None,
-                 readers: list[aiosqlite.Connection] | None = None) -> None:
+                 readers: list[aiosqlite.Connection] | None = None, owner: Instance | None = None) -> None:
         self._conn = conn
         self._path = path
+        self.owner = owner or Instance()
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers = list(readers or [])
         for reader in self._all_readers:
             self._readers.put_nowait(reader)
 
     @classmethod
-    async def open(cls, path: Path) -> GenerationStore:
+    async def open(cls, path: Path, owner: Instance | None = None) -> GenerationStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit: each statement is its own transaction, so a write is one trip to the
         # connection's thread instead of two (execute, then commit).
@@ -259,7 +286,7 @@ class GenerationStore:
                 await reader.close()
             await conn.close()
             raise
-        return cls(conn, path, readers)
+        return cls(conn, path, readers, owner)
 
     async def close(self) -> None:
         for reader in self._all_readers:
@@ -312,12 +339,40 @@ class GenerationStore:
         async with self._reading() as conn, conn.execute("SELECT 1") as cur:
             return (await cur.fetchone()) is not None
 
-    async def mark_interrupted(self) -> int:
-        """Rows a crash left PENDING: never re-sent (the generation may have been paid)."""
+    async def renew_lease(self, lease_s: float) -> None:
+        """Claim (or extend) this instance's calls in flight for another `lease_s` seconds."""
+        await self._conn.execute(
+            "INSERT INTO instances (id, host, pid, started_at, expires_at)"  # noqa: S608 - fixed SQL fragments; values go as parameters
+            f" VALUES (?, ?, ?, ?, {SQLITE_NOW} + ?)"
+            " ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            (self.owner.id, self.owner.host, self.owner.pid, utc_now(), lease_s))
+
+    async def same_host_instances(self) -> list[tuple[str, int]]:
+        """Other instances on this machine (and pid namespace): their pids can be checked directly."""
+        found = await self._conn.execute_fetchall(
+            "SELECT id, pid FROM instances WHERE host = ? AND id != ?", (self.owner.host, self.owner.id))
+        return [(str(r[0]), int(r[1])) for r in found]
+
+    async def reap_lapsed(self, dead: list[str]) -> int:
+        """PENDING rows whose owner's lease lapsed (or whose owner process is gone: `dead`) become
+        INTERRUPTED, never re-sent (the generation may have been paid). Live owners' rows stay."""
+        marks = ", ".join("?" for _ in dead) or "NULL"
         cur = await self._conn.execute(
-            "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ?",
-            (INTERRUPTED, "the server stopped before this call finished", utc_now(), PENDING),
-        )
+            "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ? AND owner IS NOT ?"  # noqa: S608 - fixed SQL fragments; values go as parameters
+            f" AND (owner IS NULL OR owner IN ({marks}) OR NOT EXISTS (SELECT 1 FROM instances i"
+            f" WHERE i.id = generations.owner AND i.expires_at > {SQLITE_NOW}))",
+            (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, self.owner.id, *dead))
+        await self._conn.execute(
+            f"DELETE FROM instances WHERE id != ? AND (id IN ({marks}) OR expires_at <= {SQLITE_NOW})",  # noqa: S608
+            (self.owner.id, *dead))
+        return cur.rowcount
+
+    async def release(self) -> int:
+        """On a clean stop: this instance's own rows still PENDING end INTERRUPTED; its lease ends."""
+        cur = await self._conn.execute(
+            "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ? AND owner = ?",
+            (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, self.owner.id))
+        await self._conn.execute("DELETE FROM instances WHERE id = ?", (self.owner.id,))
         return cur.rowcount
 
     async def insert_pending(self, prompt: str, parameters: dict[str, Any], caller: str | None = None,
@@ -327,13 +382,49 @@ class GenerationStore:
         params_json = json.dumps(parameters, ensure_ascii=False, sort_keys=True, allow_nan=False)
         # execute_fetchall: one trip to the connection's thread and no cursor left to close.
         inserted = list(await self._conn.execute_fetchall(
-            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller) VALUES (?, ?, ?, ?, ?)"
-            " RETURNING id",
-            (created, prompt, params_json, status, caller),
+            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (created, prompt, params_json, status, caller, self.owner.id),
         ))
         gen_id = int(inserted[0][0])
         return Generation(gen_id, created, prompt, parameters, None, status, None, None, None, None,
                           caller=caller)
+
+    async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
+                              per_minute: int | None, daily: int | None, minute_since: str,
+                              day_since: str) -> Admission:
+        """Count the caller's calls and insert this one in one statement: SQLite's single writer makes
+        it atomic across every connection and process, so the allowance is exact. A refused call's row
+        is written finished (RATE_LIMITED)."""
+        created = utc_now()
+        found = list(await self._conn.execute_fetchall(
+            "WITH hit (x) AS (SELECT CASE"
+            " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
+            "   AND status != ?) >= ? THEN 'per-minute'"
+            " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
+            "   AND status != ?) >= ? THEN 'daily' END)"
+            " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, status, error,"
+            " duration_ms, attempts, finished_at)"
+            " SELECT ?, ?, ?, ?, ?, CASE WHEN x IS NULL THEN ? ELSE ? END, x || ' limit',"
+            " CASE WHEN x IS NULL THEN NULL ELSE 0 END, CASE WHEN x IS NULL THEN NULL ELSE 0 END,"
+            " CASE WHEN x IS NULL THEN NULL ELSE ? END FROM hit RETURNING *",
+            (per_minute, caller, minute_since, RATE_LIMITED, per_minute,
+             daily, caller, day_since, RATE_LIMITED, daily,
+             created, prompt, json.dumps(parameters, ensure_ascii=False, sort_keys=True), caller, self.owner.id,
+             PENDING, RATE_LIMITED, created)))
+        row = dict(found[0])
+        refused = row["error"].removesuffix(" limit") if row["status"] == RATE_LIMITED else None
+        return Admission(Generation.from_row(row), refused)
+
+    async def usage(self, caller: str | None, minute_since: str, day_since: str) -> Usage:
+        found = list(await self._conn.execute_fetchall(
+            "SELECT (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ? AND status != ?),"
+            " (SELECT MIN(timestamp) FROM generations WHERE caller IS ? AND timestamp >= ? AND status != ?),"
+            " (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ? AND status != ?)",
+            (caller, minute_since, RATE_LIMITED, caller, minute_since, RATE_LIMITED,
+             caller, day_since, RATE_LIMITED)))
+        minute, oldest, day = found[0]
+        return Usage(int(minute), int(day), oldest)
 
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
                      error: str | None = None, http_status: int | None = None,

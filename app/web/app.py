@@ -29,6 +29,7 @@ from app.pixazo.simulator import Simulator
 from app.protocol.server import Runtime, build_server
 from app.settings import Settings
 from app.storage.oauth_records import OAuthRecords
+from app.storage.database import engine_of, password_of
 from app.web.gallery import Gallery, session_middleware, unauthorized
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,17 @@ class HostGuard:
 def create_app(settings: Settings) -> Starlette:
     """The whole server. Raises ConfigError when the settings would expose it unsafely."""
     tokens = load_tokens(settings)
+    try:
+        engine = engine_of(settings.database)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if engine == "postgresql" and settings.session_secret is None:
+        # Replicas share gallery sessions: a per-process key would log people out at every hop.
+        raise ConfigError("PIXAZO_SESSION_SECRET must be set when PIXAZO_DATABASE_URL is PostgreSQL "
+                          "(every replica signs gallery sessions with it)")
+    if engine == "postgresql" and settings.public_url:
+        raise ConfigError("PIXAZO_PUBLIC_URL (the OAuth authorization server) needs the SQLite database for now; "
+                          "unset PIXAZO_DATABASE_URL or PIXAZO_PUBLIC_URL")
     runtime = Runtime()
 
     def oauth_records() -> OAuthRecords:
@@ -105,8 +117,10 @@ def create_app(settings: Settings) -> Starlette:
     mcp = build_server(settings, runtime, verifier, oauth)
     gallery = Gallery(runtime, verifier)
     security = transport_security(settings)
+    # Behind a round-robin balancer a 2025-11-25 session would live in one replica only: stateless,
+    # each legacy POST stands alone (2026-07-28 requests are sessionless whatever this says).
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
-                                      host=settings.host)
+                                      host=settings.host, stateless_http=settings.legacy_stateless)
     sse_app = mcp.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security,
                           host=settings.host)
 
@@ -165,7 +179,7 @@ def create_app(settings: Settings) -> Starlette:
         status = "ok" if storage == "ok" else "degraded"
         body: dict[str, Any] = {
             "status": "draining" if draining else (status if problem is None else "unavailable"),
-            "database": problem or "ok", "image_storage": storage, "version": __version__,
+            "database": problem or "ok", "database_engine": engine, "image_storage": storage, "version": __version__,
         }
         if state is not None:
             service = state.service
@@ -226,8 +240,10 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostGuard, security=security)])
     app.state.runtime = runtime
+    db_password = password_of(settings.database)
     app.state.secrets = [*tokens.values(), *(
         [settings.api_key.get_secret_value()] if settings.api_key is not None else []), *(
         [settings.oidc_client_secret.get_secret_value()] if settings.oidc_client_secret is not None else []), *(
-        [settings.aws_secret_access_key.get_secret_value()] if settings.aws_secret_access_key is not None else [])]
+        [settings.aws_secret_access_key.get_secret_value()] if settings.aws_secret_access_key is not None else []),
+        *([db_password] if db_password else [])]
     return app
