@@ -290,7 +290,8 @@ class PostgresServer:
     def start(cls) -> PostgresServer:
         binary = postgres_bin()
         if binary is None:
-            raise ServiceUnavailableError("PostgreSQL is not installed (Debian package postgresql; .ci/run installs it)")
+            raise ServiceUnavailableError("PostgreSQL is not installed (Debian package postgresql;"
+                                          " .ci/run installs it)")
         work = Path(tempfile.mkdtemp(prefix="pixazo-pg-"))
         if os.geteuid() == 0:
             shutil.chown(work, "postgres")

@@ -45,7 +45,7 @@ async def wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path) -> N
                 if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                     return
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("server did not start: " + log.read_text())
+                raise RuntimeError("server did not start: " + await asyncio.to_thread(log.read_text))
             await asyncio.sleep(0.05)
 
 
@@ -94,7 +94,8 @@ async def test_a_second_instance_leaves_the_first_ones_calls_in_flight_alone(
                 clash = start(tmp_path, env, port, "clash")
                 code = await asyncio.to_thread(clash.wait, 30)
                 assert code != 0
-                assert "address already in use" in (tmp_path / "clash.log").read_text().lower()
+                clash_log = await asyncio.to_thread((tmp_path / "clash.log").read_text)
+                assert "address already in use" in clash_log.lower()
                 assert await status_of(watcher, gen_id) == "PENDING"
 
                 # Started beside it on another port: it runs, renews its own lease, and stops cleanly.
