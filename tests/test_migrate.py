@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from app.ops.migrate import MigrateError, migrate_rows
+from app.ops.migrate import MigrateError, copy_images, migrate_rows
+from app.storage.blobs import LocalBlobStore
 from app.storage.rows import Instance
 from tests.conftest import store_for
 
@@ -118,3 +121,25 @@ def test_migrate_refuses_what_it_cannot_copy_and_never_prints_the_password(tmp_p
     assert "postgresql://pixazo:***@127.0.0.1:9/pixazo" in unreachable.stderr
     for out in (missing, unreachable):
         assert "s3cret-db-pass" not in out.stdout + out.stderr
+
+
+async def test_copy_images_streams_each_image_checks_its_hash_and_skips_those_already_there(tmp_path: Path) -> None:
+    source, target = LocalBlobStore(tmp_path / "from"), LocalBlobStore(tmp_path / "to")
+    good, bad = b"\x89PNG good image" * 1000, b"\x89PNG bytes that changed"
+
+    async def one(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    await source.put("1-0123456789abcdef.png", one(good))
+    await source.put("2-0123456789abcdef.png", one(bad))
+    images = [("1-0123456789abcdef.png", hashlib.sha256(good).hexdigest(), len(good)),
+              ("2-0123456789abcdef.png", hashlib.sha256(b"what the row recorded").hexdigest(), len(bad)),
+              ("3-0123456789abcdef.png", "0" * 64, 10)]
+    report = await copy_images(images, source, target)
+    assert (report.copied, report.already_there) == (1, 0)
+    assert report.mismatched == ["2-0123456789abcdef.png"]
+    assert report.missing == ["3-0123456789abcdef.png"]
+    assert await target.get("1-0123456789abcdef.png") == good
+    assert await target.size("2-0123456789abcdef.png") is None  # a copy that differs is not kept
+    again = await copy_images(images[:1], source, target)
+    assert (again.copied, again.already_there) == (0, 1)

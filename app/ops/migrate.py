@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
+from app.errors import BlobNotFoundError
+from app.storage.blobs import BlobStore
 from app.storage.database import engine_of, open_store, redacted, sqlite_path
 
 BATCH = 2000
@@ -135,19 +137,11 @@ def migrate_rows(source: str, target: str, *, batch: int = BATCH,
     return report
 
 
-class BlobSource(Protocol):
-    def stream(self, key: str) -> AsyncIterator[bytes]: ...
-
-
-class BlobTarget(Protocol):
-    async def put(self, key: str, chunks: AsyncIterable[bytes], *, durable: bool = True) -> int: ...
-    async def size(self, key: str) -> int | None: ...
-
-
-async def copy_images(images: Iterable[tuple[str, str | None, int | None]], source: BlobSource,
-                      target: BlobTarget) -> ImageReport:
-    """Copy stored images (key, sha256, size) between any two blob stores (app.storage's BlobStore
-    fits both roles); skips those already there with the right size; checks every copied hash."""
+async def copy_images(images: Iterable[tuple[str, str | None, int | None]], source: BlobStore,
+                      target: BlobStore) -> ImageReport:
+    """Copy stored images (key, sha256, size) from one blob store to another (a local directory to S3,
+    say), streaming; skips those already there with the right size; checks every copied image's hash
+    against the row's. The `--images-to` option of `pixazo-mcp migrate` runs this after the rows."""
     report = ImageReport()
     for key, sha256, size in images:
         if size is not None and await target.size(key) == size:
@@ -162,10 +156,11 @@ async def copy_images(images: Iterable[tuple[str, str | None, int | None]], sour
 
         try:
             await target.put(key, hashed())
-        except (OSError, LookupError, RuntimeError):
+        except BlobNotFoundError:
             report.missing.append(key)
             continue
         if sha256 is not None and digest.hexdigest() != sha256:
+            await target.delete(key)  # never leave a copy that differs from what the row promises
             report.mismatched.append(key)
         else:
             report.copied += 1
