@@ -299,14 +299,17 @@ class PostgresStore:
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
                      error: str | None = None, http_status: int | None = None,
                      duration_ms: int | None = None, image: StoredImageInfo | None = None,
-                     attempts: int | None = None, queue_ms: int | None = None) -> Generation:
+                     attempts: int | None = None, queue_ms: int | None = None,
+                     upstream_error: str | None = None) -> Generation:
         row = await self._one(
             "UPDATE generations AS g SET status = %s, image_url = %s, error = %s, http_status = %s,"  # noqa: S608 - fixed SQL fragments; values go as parameters
             " duration_ms = %s, finished_at = %s, image_path = %s, image_bytes = %s, image_sha256 = %s,"
-            " image_mime = %s, attempts = %s, queue_ms = %s WHERE id = %s RETURNING " + self._columns,
+            " image_mime = %s, attempts = %s, queue_ms = %s, upstream_error = %s WHERE id = %s RETURNING "
+            + self._columns,
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
-             image.sha256 if image else None, image.mime if image else None, attempts, queue_ms, gen_id))
+             image.sha256 if image else None, image.mime if image else None, attempts, queue_ms,
+             upstream_error, gen_id))
         if row is None:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
         return Generation.from_row(row)

@@ -28,8 +28,8 @@ from app.identity.tokens import ConfigError, TeamTokenVerifier, check_exposure, 
 from app.pixazo.simulator import Simulator
 from app.protocol.server import Runtime, build_server
 from app.settings import Settings
-from app.storage.oauth_records import OAuthRecords
 from app.storage.database import engine_of, password_of
+from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, session_middleware, unauthorized
 
 logger = logging.getLogger(__name__)
