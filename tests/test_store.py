@@ -264,3 +264,17 @@ async def test_an_instance_id_is_recorded_as_the_owner(database_url: str) -> Non
             await other.close()
     finally:
         await store.close()
+
+
+async def test_owned_only_restricts_to_one_callers_rows_whatever_else_is_asked(database_url: str) -> None:
+    store = await store_for(database_url)
+    try:
+        for caller in ["alice", None, "bob", "alice", None]:
+            await store.insert_pending(f"a fox for {caller}", {}, caller)
+        assert [g.id for g in await store.page(owned_by="alice", owned_only=True)] == [4, 1]
+        assert [g.id for g in await store.page(owned_by=None, owned_only=True)] == [5, 2]
+        assert await store.page(owned_by="alice", owned_only=True, caller="bob") == []
+        assert [g.id for g in await store.page(owned_by="bob", owned_only=True, query="fox")] == [3]
+        assert len(await store.page(owned_by="alice")) == 5  # owned_by alone restricts nothing
+    finally:
+        await store.close()

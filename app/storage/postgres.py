@@ -319,8 +319,12 @@ class PostgresStore:
         return Generation.from_row(row) if row is not None else None
 
     async def page(self, *, limit: int = 20, status: str | None = None, query: str | None = None,
-                   before_id: int | None = None, caller: str | None = None) -> list[Generation]:
-        """Newest first, by id; a query goes through the GIN index on the generated tsvector."""
+                   before_id: int | None = None, caller: str | None = None, owned_by: str | None = None,
+                   owned_only: bool = False) -> list[Generation]:
+        """Newest first, by id; a query goes through the GIN index on the generated tsvector.
+
+        `owned_only` restricts to the rows of `owned_by` (None: the anonymous rows), whatever else is asked.
+        """
         where: list[str] = []
         args: list[Any] = []
         if query is not None and (match := tsquery(query)) is not None:
@@ -332,6 +336,11 @@ class PostgresStore:
         if caller is not None:
             where.append("g.caller = %s")
             args.append(caller)
+        if owned_only and owned_by is None:
+            where.append("g.caller IS NULL")
+        elif owned_only:
+            where.append("g.caller = %s")
+            args.append(owned_by)
         if before_id is not None:
             where.append("g.id < %s")
             args.append(before_id)
