@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from playwright.async_api import Browser, async_playwright
 from pydantic import SecretStr
 
 from app.pixazo.simulator import Simulator
@@ -229,3 +230,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 async def store_for(url: str, instance: Instance | None = None) -> RecordStore:
     return await open_store(url, instance or Instance())
+
+
+# The browser tests (gallery, OAuth sign-in) drive Debian's Chromium with Playwright. Locally, without
+# it, they are skipped with that reason; in CI (.ci/run installs chromium and sets CI) they are never
+# skipped: a missing browser fails the run.
+CHROMIUM = "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                                    reason="needs Debian's chromium: apt-get install chromium")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -3,39 +3,21 @@ server and the simulator, with generations made by an MCP client."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from pydantic import SecretStr
 
 from app.pixazo.simulator import Fault, Simulator
-from tests.conftest import LiveServer, http_client, live_server, make_settings
+from tests.conftest import LiveServer, http_client, live_server, make_settings, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "gallery-token-alice-0123456789"
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><b>bold</b> & "quotes"'
 
-# Locally, without Debian's chromium, these are skipped with that reason; in CI (.ci/run installs
-# chromium and sets CI) they are never skipped: a missing browser fails the run.
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
-                                reason="needs Debian's chromium: apt-get install chromium")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        try:
-            yield browser
-        finally:
-            await browser.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture

@@ -4,39 +4,22 @@ form-action must allow it)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from playwright.async_api import Browser, Route, async_playwright, expect
+from playwright.async_api import Browser, Route, expect
 from pydantic import SecretStr
 
 from app.pixazo.simulator import Simulator
-from tests.conftest import LiveServer, free_port, live_server, make_settings
+from tests.conftest import LiveServer, free_port, live_server, make_settings, needs_chromium
 from tests.oauth_helpers import REDIRECT, Grant, mcp_status
 
-CHROMIUM = "/usr/bin/chromium"
 ALICE = "alice-team-token-0123456789"
 
-# As in test_gallery: skipped locally without Debian's chromium, never skipped in CI.
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
-                                reason="needs Debian's chromium: apt-get install chromium")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        try:
-            yield browser
-        finally:
-            await browser.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture
