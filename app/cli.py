@@ -96,7 +96,41 @@ def _migrate(args: argparse.Namespace) -> int:
         return 1
     print(f"\ncopied {report.copied} generations ({report.already_there} were already there) from "
           f"{redacted(source)} to {redacted(target)}; {report.source_rows} rows verified")
-    return 0
+    if args.images_to is None:
+        return 0
+    return _migrate_images(settings, source, Path(args.images_from) if args.images_from else None, args.images_to)
+
+
+def _migrate_images(settings: Settings, source: str, images_from: Path | None, images_to: str) -> int:
+    from app.core.state import open_blob_store
+    from app.errors import BlobStoreError
+    from app.ops.migrate import migrate_images
+    from app.storage.blobs import LocalBlobStore
+
+    try:
+        # The target store from the same settings the server uses (endpoint, keys, secret files).
+        target_settings = Settings.load(image_store=images_to)
+    except ValueError as exc:
+        print(f"pixazo-mcp migrate: --images-to: {exc}", file=sys.stderr)
+        return 2
+    local = images_from or settings.image_dir
+
+    async def run() -> int:
+        async with open_blob_store(target_settings) as target:
+            report = await migrate_images(source, LocalBlobStore(local), target)
+        print(f"copied {report.copied} images ({report.already_there} were already there) from {local} to "
+              f"{images_to}; {report.verified} verified by their sha256")
+        for key in report.missing:
+            print(f"pixazo-mcp migrate: image {key} is missing", file=sys.stderr)
+        for key in report.mismatched:
+            print(f"pixazo-mcp migrate: image {key} does not match its row's sha256", file=sys.stderr)
+        return 1 if report.missing or report.mismatched else 0
+
+    try:
+        return asyncio.run(run())
+    except (BlobStoreError, OSError) as exc:
+        print(f"pixazo-mcp migrate: images: {exc}", file=sys.stderr)
+        return 1
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -157,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sqlite:///PATH to copy from (default: the file at PIXAZO_DB_PATH)")
     mig.add_argument("--to", dest="target", default=None,
                      help="postgresql://USER:PASS@HOST:PORT/DB (default: PIXAZO_DATABASE_URL)")
+    mig.add_argument("--images-to", default=None,
+                     help="also copy the images to this store (s3://BUCKET/PREFIX, or a directory); "
+                          "endpoint and keys as for the server (PIXAZO_S3_ENDPOINT_URL, AWS_*)")
+    mig.add_argument("--images-from", default=None,
+                     help="directory the images are in now (default: PIXAZO_IMAGE_DIR)")
     mig.set_defaults(func=_migrate)
     return parser
 
