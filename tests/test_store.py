@@ -278,3 +278,33 @@ async def test_owned_only_restricts_to_one_callers_rows_whatever_else_is_asked(d
         assert len(await store.page(owned_by="alice")) == 5  # owned_by alone restricts nothing
     finally:
         await store.close()
+
+
+async def test_postgres_search_past_the_newest_window_matches_a_plain_scan(postgres_url: str) -> None:
+    """More rows than the search window: matches newer and older than its floor, in one page, in order."""
+    from app.storage.postgres import SEARCH_WINDOW
+
+    store = await store_for(postgres_url)
+    await store.close()
+    import psycopg
+
+    rows = SEARCH_WINDOW + 40
+    prompts = [("rare heron" if i % 997 == 0 else "common fox" if i % 3 else "common owl") + f" #{i}"
+               for i in range(rows)]
+    with psycopg.connect(postgres_url) as conn, conn.cursor() as cur, cur.copy(
+            "COPY generations (timestamp, prompt, parameters_json, status) FROM STDIN") as copy:
+        for prompt in prompts:
+            copy.write_row(("2026-11-01T00:00:00Z", prompt, "{}", "SUCCESS"))
+    store = await store_for(postgres_url)
+    try:
+        def expected(word: str, limit: int, before: int | None = None) -> list[int]:
+            ids = [i + 1 for i, p in enumerate(prompts) if word in p.split()[1] and (before is None or i + 1 < before)]
+            return sorted(ids, reverse=True)[:limit]
+
+        for word, limit, before in [("heron", 20, None), ("owl", 20, None), ("heron", 5, 9000), ("fox", 3, 41)]:
+            got = [g.id for g in await store.page(query=word, limit=limit, before_id=before)]
+            assert got == expected(word, limit, before), (word, limit, before)
+        assert len(expected("heron", 20)) == 11  # the window holds only some of them: both steps ran
+        assert await store.page(query="giraffe") == []
+    finally:
+        await store.close()

@@ -93,6 +93,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # Any fixed number: the advisory lock under which replicas that start together migrate once.
 MIGRATION_LOCK = 0x70697861  # "pixa"
 NOW = "extract(epoch from clock_timestamp())"
+SEARCH_WINDOW = 10_000  # newest ids a prompt search walks in id order before it asks the GIN index
 Params = tuple[Any, ...] | list[Any] | dict[str, Any]
 
 
@@ -327,7 +328,8 @@ class PostgresStore:
         """
         where: list[str] = []
         args: list[Any] = []
-        if query is not None and (match := tsquery(query)) is not None:
+        match = tsquery(query) if query is not None else None
+        if match is not None:
             where.append("g.prompt_tsv @@ to_tsquery('simple', %s)")
             args.append(match)
         if status is not None:
@@ -341,15 +343,38 @@ class PostgresStore:
         elif owned_only:
             where.append("g.caller = %s")
             args.append(owned_by)
-        if before_id is not None:
-            where.append("g.id < %s")
-            args.append(before_id)
+        if match is None:
+            if before_id is not None:
+                where.append("g.id < %s")
+                args.append(before_id)
+            return await self._page(where, args, limit)
+        # The planner cannot estimate prefix matches (`word:*`): it walks the primary key backwards
+        # filtering every row, which is quick for common words and reads the whole table for rare
+        # ones. So: first the newest SEARCH_WINDOW ids in id order (common words end here), then the
+        # rest through the GIN index alone (few matches by then), newest first in both.
+        top = before_id
+        if top is None:
+            row = await self._one("SELECT COALESCE(MAX(id), 0) + 1 AS top FROM generations")
+            top = int(row["top"]) if row else 1
+        floor = max(0, top - SEARCH_WINDOW)
+        found = await self._page([*where, "g.id >= %s", "g.id < %s"], [*args, floor, top], limit)
+        if len(found) < limit and floor > 0:
+            found += await self._page([*where, "g.id < %s"], [*args, floor], limit - len(found), by_index=True)
+        return found
+
+    async def _page(self, where: list[str], args: list[Any], limit: int, *,
+                    by_index: bool = False) -> list[Generation]:
         text = f"SELECT {self._columns} FROM generations g"  # noqa: S608 - fixed fragments, values as parameters
         if where:
             text += " WHERE " + " AND ".join(where)
         text += " ORDER BY g.id DESC LIMIT %s"
-        args.append(limit)
-        return [Generation.from_row(r) for r in await self._all(text, args)]
+        async with self._pool.connection() as conn, conn.transaction():
+            if by_index:  # bitmap scans only: the GIN index finds the matches, a top-N sort orders them
+                await conn.execute("SET LOCAL enable_indexscan = off")
+            else:  # a walk in id order; a bitmap would read every GIN entry of a common word first
+                await conn.execute("SET LOCAL enable_bitmapscan = off")
+            cur = await conn.execute(text.encode(), [*args, limit])
+            return [Generation.from_row(r) for r in await cur.fetchall()]
 
     async def count_since(self, caller: str | None, since: str, exclude_status: str) -> int:
         row = await self._one(
