@@ -30,7 +30,7 @@ from app.protocol.server import Runtime, build_server
 from app.settings import Settings
 from app.storage.database import engine_of, password_of
 from app.storage.oauth_records import OAuthRecords
-from app.web.gallery import Gallery, session_middleware, unauthorized
+from app.web.gallery import Gallery, image_cache_headers, session_middleware, unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,9 @@ def create_app(settings: Settings) -> Starlette:
         service = state.service
         service.metrics.breaker.state(service.breaker.state)
         service.metrics.breaker_failures.set(service.breaker.failures)
-        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        # Per-caller counters: never for a shared cache.
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST,
+                        headers={"Cache-Control": "no-store"})
 
     async def image(request: Request) -> Response:
         if not await gallery.allowed(request):  # a bearer token, or the gallery's session
@@ -214,8 +216,7 @@ def create_app(settings: Settings) -> Starlette:
         if state is None or gen is None or not gen.image_path or not gen.image_mime:
             return PlainTextResponse("not found", status_code=404)
         images = state.service.images
-        # Stored images never change: a name is never reused.
-        headers = {"Cache-Control": "public, max-age=31536000, immutable", "ETag": f'"{gen.image_sha256}"',
+        headers = {**image_cache_headers(verifier is not None), "ETag": f'"{gen.image_sha256}"',
                    "X-Content-Type-Options": "nosniff"}
         path = images.path_of(gen.image_path)
         if path is not None:

@@ -62,6 +62,14 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def image_cache_headers(private: bool) -> dict[str, str]:
+    """Stored images never change (their names carry their hash), so they may be kept a year; but an
+    image that needed credentials must never sit in a shared cache (a proxy would hand it to anyone)."""
+    if not private:
+        return {"Cache-Control": "public, max-age=31536000, immutable"}
+    return {"Cache-Control": "private, max-age=31536000, immutable", "Vary": "Authorization, Cookie"}
+
+
 def unauthorized() -> Response:
     """What a request without a valid token (or gallery session) gets, on every protected route."""
     return JSONResponse({"error": "invalid_token", "error_description": "Authentication required"},
@@ -177,7 +185,7 @@ class Gallery:
             return Response("not found", status_code=404, media_type="text/plain")
         data = await state.service.images.thumbnail(gen.image_path)
         return Response(data, media_type="image/jpeg", headers={
-            "Cache-Control": "private, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"})
+            **image_cache_headers(self.verifier is not None), "X-Content-Type-Options": "nosniff"})
 
     def routes(self, sessions: list[Middleware]) -> list[Route]:
         middleware = [*sessions, Middleware(SecurityHeaders)]
