@@ -5,16 +5,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.settings import Settings
+from app import __version__
+from app.settings import Settings, SettingsError
+
+
+def _writable_dir(variable: str, directory: Path) -> None:
+    """Create `directory` now, so that a path the server cannot use is a one-line start-up error."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"{variable}: cannot create {directory} ({exc.strerror}); "
+                            "it accepts a path in a directory the server can write") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise SettingsError(f"{variable}: {directory} is not writable by this user; "
+                            "it accepts a path in a directory the server can write")
+
+
+def check_paths(settings: Settings) -> None:
+    if settings.db_path.is_dir():
+        raise SettingsError(f"PIXAZO_DB_PATH: {settings.db_path} is a directory; it accepts a database file path")
+    _writable_dir("PIXAZO_DB_PATH", settings.db_path.parent)
+    _writable_dir("PIXAZO_IMAGE_DIR", settings.image_dir)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.identity.tokens import ConfigError
     from app.logs import configure_logging
     from app.web.app import create_app
     from app.web.lifecycle import InFlightRequests, run
@@ -27,11 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.demo:
         overrides["demo"] = True
     settings = Settings.load(**overrides)
-    try:
-        app = create_app(settings)
-    except ConfigError as exc:
-        print(f"pixazo-mcp: {exc}", file=sys.stderr)
-        return 2
+    check_paths(settings)
+    app = create_app(settings)
     configure_logging(settings.log_format, app.state.secrets)
     requests = InFlightRequests(app)
     run(requests, app.state.runtime, requests, settings.host, settings.port, settings.shutdown_grace_s)
@@ -141,6 +158,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixazo-mcp", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pixazo-mcp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the MCP server (streamable HTTP on /mcp)")
@@ -202,7 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        # Configuration mistakes get one line and exit code 2 (like a usage error), never a traceback.
+        print(f"pixazo-mcp: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

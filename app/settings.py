@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.pixazo.client import SDXL_LIMITS
 
 # The largest image any supported model makes (SDXL: 1536 x 1536); nothing larger is a Pixazo image.
 MODEL_MAX_PIXELS = int(SDXL_LIMITS["width"].maximum * SDXL_LIMITS["height"].maximum)
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be served; the message is one line naming the variable and the fix."""
 
 
 def comma_list(value: Any) -> Any:
@@ -142,7 +149,10 @@ class Settings(BaseSettings):
         secrets_dir = os.environ.get("PIXAZO_SECRETS_DIR", "/run/secrets")
         if Path(secrets_dir).is_dir():
             overrides["_secrets_dir"] = secrets_dir
-        return cls(**overrides)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(explain(exc)) from None
 
     @property
     def database(self) -> str:
@@ -178,3 +188,49 @@ class Settings(BaseSettings):
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return comma_list(value)
+
+
+def _accepts(info: FieldInfo) -> str:
+    """What a field accepts, in an operator's words, from its type and bounds."""
+    kind = info.annotation
+    optional = False
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        optional, kind = len(args) < len(typing.get_args(kind)), args[0]
+    if typing.get_origin(kind) is Literal:
+        text = "one of " + ", ".join(str(a) for a in typing.get_args(kind))
+    elif kind is bool:
+        text = "true or false"
+    elif kind in (int, float):
+        text = "an integer" if kind is int else "a number"
+        bounds = []
+        for rule in info.metadata:  # annotated_types' Ge, Gt, Le, Lt, as Field(ge=...) leaves them
+            for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                if getattr(rule, attr, None) is not None:
+                    bounds.append(f"{sign} {getattr(rule, attr)}")
+        if len(bounds) == 2 and bounds[0].startswith(">=") and bounds[1].startswith("<="):
+            bounds = [f"from {bounds[0][3:]} to {bounds[1][3:]}"]
+        text += (" " + " and ".join(bounds)) if bounds else ""
+    elif kind is Path:
+        text = "a file system path"
+    elif typing.get_origin(kind) is list:
+        text = "a comma-separated list"
+    else:
+        text = "text"
+    return text + (" (or unset)" if optional else "")
+
+
+def explain(error: ValidationError) -> str:
+    """One line for all of a ValidationError of Settings: each variable, what it got, what it accepts."""
+    parts: list[str] = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        info = Settings.model_fields.get(field)
+        if info is None:
+            parts.append(f"{field or 'settings'}: {item['msg']}")
+            continue
+        name = f"PIXAZO_{field.upper()}"
+        secret = info.annotation in (SecretStr, SecretStr | None)
+        got = "" if secret or not isinstance(item.get("input"), str | int | float) else f"={item['input']!r:.60}"
+        parts.append(f"{name}{got} is not valid: it accepts {_accepts(info)}")
+    return "; ".join(parts)

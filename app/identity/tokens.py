@@ -10,13 +10,13 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from app.net import is_loopback
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 SCOPE = "pixazo"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
-class ConfigError(Exception):
+class ConfigError(SettingsError):
     """The settings cannot be served safely; the message says what to change."""
 
 
@@ -56,6 +56,12 @@ def load_tokens(settings: Settings) -> dict[str, str]:
             if name in tokens:
                 raise ConfigError(f"caller {name!r} is defined twice")
             tokens[name] = token
+    # A shared token would credit every call to whichever caller was read last.
+    owners: dict[str, str] = {}
+    for name, token in tokens.items():
+        if token in owners:
+            raise ConfigError(f"callers {owners[token]!r} and {name!r} have the same token: give each its own")
+        owners[token] = name
     return tokens
 
 

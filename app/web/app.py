@@ -146,7 +146,6 @@ def create_app(settings: Settings) -> Starlette:
                 logger.warning(notice)
             else:
                 logger.info("bearer tokens required; %d caller(s) configured", len(tokens))
-            logger.info("pixazo-mcp %s ready", __version__)
             yield {}
             runtime.state = None
 

@@ -17,6 +17,7 @@ import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import __version__
 from app.protocol.server import Runtime
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ class GracefulServer(uvicorn.Server):
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        # Only now is the port bound: "ready" before this would send a probe to a closed port.
+        if self.started:
+            logger.info("pixazo-mcp %s ready on %s:%d", __version__, self.config.host, self.config.port)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         first = not self.should_exit
