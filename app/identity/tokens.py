@@ -84,6 +84,7 @@ class TeamTokenVerifier(TokenVerifier):
 
     def __init__(self, tokens: dict[str, str]) -> None:
         self._tokens = [(name, token.encode()) for name, token in tokens.items()]
+        self.callers = frozenset(tokens)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         presented = token.encode()

@@ -88,6 +88,16 @@ MIGRATIONS: list[str] = [
         expires_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # 8: gallery sessions (see the SQLite list): a hash of the id, the caller, created and expiry times.
+    """
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        caller TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX sessions_expires_at ON sessions (expires_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any fixed number: the advisory lock under which replicas that start together migrate once.
@@ -395,3 +405,19 @@ class PostgresStore:
             f" UNION ALL SELECT (SELECT MIN({name}) FROM generations WHERE {name} > v.x) FROM v"
             f" WHERE v.x IS NOT NULL) SELECT x FROM v WHERE x IS NOT NULL LIMIT %s", (limit + 1,))
         return [str(r["x"]) for r in found][:limit]
+
+    # Gallery sessions (app.identity.sessions holds the rules; these are the rows).
+
+    async def add_session(self, id_hash: str, caller: str, expires_at: str) -> None:
+        now = utc_now()
+        await self._run("DELETE FROM sessions WHERE expires_at <= %s", (now,))
+        await self._run("INSERT INTO sessions (id_hash, caller, created_at, expires_at) VALUES (%s, %s, %s, %s)",
+                        (id_hash, caller, now, expires_at))
+
+    async def session_caller(self, id_hash: str) -> str | None:
+        row = await self._one("SELECT caller FROM sessions WHERE id_hash = %s AND expires_at > %s",
+                              (id_hash, utc_now()))
+        return str(row["caller"]) if row is not None else None
+
+    async def end_session(self, id_hash: str) -> None:
+        await self._run("DELETE FROM sessions WHERE id_hash = %s", (id_hash,))

@@ -90,6 +90,17 @@ MIGRATIONS: list[str] = [
         expires_at REAL NOT NULL
     );
     """,
+    # 8: gallery sessions, so that logout ends one everywhere (and replicas can share them). Only a
+    # hash of the session id is kept: a copy of the database opens no session.
+    """
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        caller TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX sessions_expires_at ON sessions (expires_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -516,3 +527,23 @@ class GenerationStore:
                 f" UNION ALL SELECT (SELECT MIN({column}) FROM generations WHERE {column} > x) FROM v"
                 f" WHERE x IS NOT NULL LIMIT ?) SELECT x FROM v WHERE x IS NOT NULL", (limit + 1,))
         return [row[0] for row in found][:limit]
+
+    # Gallery sessions (app.identity.sessions holds the rules; these are the rows).
+
+    async def add_session(self, id_hash: str, caller: str, expires_at: str) -> None:
+        """Record a session; sessions past their expiry are swept out at the same time."""
+        now = utc_now()
+        await self._conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+        await self._conn.execute(
+            "INSERT INTO sessions (id_hash, caller, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            (id_hash, caller, now, expires_at))
+
+    async def session_caller(self, id_hash: str) -> str | None:
+        """The caller of a live session, or None when it was ended or has expired."""
+        async with self._reading() as conn:
+            found = list(await conn.execute_fetchall(
+                "SELECT caller FROM sessions WHERE id_hash = ? AND expires_at > ?", (id_hash, utc_now())))
+        return str(found[0][0]) if found else None
+
+    async def end_session(self, id_hash: str) -> None:
+        await self._conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))

@@ -20,6 +20,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import NotFoundError
+from app.identity.sessions import SESSION_TTL_S, end_session, session_caller, start_session
 from app.identity.tokens import TeamTokenVerifier
 from app.net import is_http_url
 from app.protocol.server import Runtime
@@ -30,7 +31,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # `{% if url is http_url %}`: a link only for http(s), whatever an old row holds.
 TEMPLATES.env.tests["http_url"] = is_http_url
 PAGE_SIZE = 24
-SESSION_KEY = "caller"
+SESSION_KEY = "sid"  # the session's id (app.identity.sessions); the cookie holds nothing else
 
 
 # Pages render only our own markup, images and one inline script: nothing else may load or frame them.
@@ -79,7 +80,7 @@ def unauthorized() -> Response:
 def session_middleware(settings: Settings) -> Middleware:
     # Without PIXAZO_SESSION_SECRET sessions are signed with a per-process key: a restart logs people out.
     secret = settings.session_secret.get_secret_value() if settings.session_secret else secrets.token_urlsafe(32)
-    return Middleware(SessionMiddleware, secret_key=secret, session_cookie="pixazo_session", max_age=12 * 3600,
+    return Middleware(SessionMiddleware, secret_key=secret, session_cookie="pixazo_session", max_age=SESSION_TTL_S,
                       same_site="strict", https_only=settings.secure_cookies)
 
 
@@ -92,9 +93,13 @@ class Gallery:
         """The signed-in caller, or a caller named by a bearer token (for scripts)."""
         if self.verifier is None:
             return None
-        name = request.session.get(SESSION_KEY) if "session" in request.scope else None
-        if isinstance(name, str):
-            return name
+        session_id = request.session.get(SESSION_KEY) if "session" in request.scope else None
+        state = self.runtime.state
+        if isinstance(session_id, str) and state is not None:
+            name = await session_caller(state.store, session_id, self.verifier.callers)
+            if name is not None:
+                return name
+            request.session.clear()  # logged out, expired, or its caller was removed
         return await self.verifier.caller_for_header(request.headers.get("authorization"))
 
     async def allowed(self, request: Request) -> bool:
@@ -164,15 +169,20 @@ class Gallery:
         if self.verifier is not None and isinstance(token, str) and token:
             found = await self.verifier.verify_token(token.strip())
             name = found.client_id if found else None
-        if name is None:
+        state = self.runtime.state
+        if name is None or state is None:
             return TEMPLATES.TemplateResponse(request, "login.html", {
                 "error": "That token is not valid.", "next": target, "auth": self.verifier is not None},
                 status_code=401)
         request.session.clear()
-        request.session[SESSION_KEY] = name
+        request.session[SESSION_KEY] = await start_session(state.store, name)
         return RedirectResponse(target, status_code=303)
 
     async def logout(self, request: Request) -> Response:
+        session_id = request.session.get(SESSION_KEY)
+        state = self.runtime.state
+        if isinstance(session_id, str) and state is not None:
+            await end_session(state.store, session_id)  # a copy of the cookie opens nothing any more
         request.session.clear()
         return RedirectResponse("/login" if self.verifier is not None else "/", status_code=303)
 
