@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     configure_logging(settings.log_format, app.state.secrets)
     requests = InFlightRequests(app)
-    run(requests, app.state.runtime, requests, settings.host, settings.port, settings.shutdown_grace_s)
+    run(requests, app.state.runtime, requests, settings)
     return 0
 
 

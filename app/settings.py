@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     breaker_threshold: int = Field(default=5, ge=1, description="Consecutive gateway failures that open it.")
     breaker_cooldown_s: float = Field(default=30.0, gt=0, description="Seconds open before one probe.")
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="On SIGTERM, how long calls may finish.")
+    header_timeout_s: float = Field(default=10.0, gt=0, le=30, description=(
+        "Seconds a client has to send a request's headers (and a form's body) before it is closed."))
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest request head (line + headers).")
+    max_connections: int = Field(default=1000, ge=1, description=(
+        "Connections and requests at once; over it a request gets 503 (SSE streams count)."))
+    max_form_bytes: int = Field(default=8192, ge=256, description=(
+        "Largest body of a POST that is not MCP (the /login form); urlencoded only."))
 
     image_dir: Path = Field(default=Path("./data/images"), description="Where downloaded images are kept.")
     image_store: str | None = Field(

@@ -31,6 +31,7 @@ from app.settings import Settings
 from app.storage.database import engine_of, password_of
 from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, image_cache_headers, session_middleware, unauthorized
+from app.web.guards import FormBodyLimit
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +239,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/messages/", endpoint=sse_app, methods=["POST"]),
         Mount("/", app=mcp_app),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostGuard, security=security)])
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(HostGuard, security=security),
+        Middleware(FormBodyLimit, max_bytes=settings.max_form_bytes, timeout_s=settings.header_timeout_s),
+    ])
     app.state.runtime = runtime
     db_password = password_of(settings.database)
     app.state.secrets = [*tokens.values(), *(

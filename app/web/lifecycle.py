@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.protocol.server import Runtime
+from app.settings import Settings
+from app.web.guards import guarded_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +99,13 @@ class GracefulServer(uvicorn.Server):
         AppStatus.should_exit = True
 
 
-def run(app: Any, runtime: Runtime, requests: InFlightRequests, host: str, port: int, grace_s: float) -> None:
+def run(app: Any, runtime: Runtime, requests: InFlightRequests, settings: Settings) -> None:
+    grace_s = settings.shutdown_grace_s
     # log_config=None: uvicorn logs through our handlers (JSON lines, secrets scrubbed).
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, log_config=None,
-                            timeout_graceful_shutdown=max(1, round(grace_s + 5)), lifespan="on")
+    # http=: headers must arrive in time and within a size (uvicorn bounds neither);
+    # limit_concurrency: over it uvicorn answers 503 instead of holding more.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                            log_config=None, timeout_graceful_shutdown=max(1, round(grace_s + 5)), lifespan="on",
+                            http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes),
+                            limit_concurrency=settings.max_connections)
     GracefulServer(config, runtime, requests, grace_s).run()
