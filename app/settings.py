@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     allow_anonymous: bool = Field(default=False, description="Serve without tokens on a non-loopback bind.")
     history_visibility: Literal["team", "own"] = Field(
         default="team", description="team: every caller sees every generation; own: only its own.")
+    auth_failure_limit: int = Field(default=5, ge=1, description=(
+        "Failed authentications in a row from one client address before it is slowed down."))
+    auth_block_max_s: float = Field(default=300.0, gt=0, description=(
+        "Longest block (429) of an address that keeps failing; blocks double from 1 s up to it."))
     rate_limit_per_minute: int | None = Field(default=None, ge=1, description="Calls per caller per minute.")
     daily_limit: int | None = Field(default=None, ge=1, description="Generations per caller per UTC day.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

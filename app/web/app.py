@@ -32,6 +32,7 @@ from app.storage.database import engine_of, password_of
 from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, image_cache_headers, session_middleware, unauthorized
 from app.web.guards import FormBodyLimit
+from app.web.throttle import AuthThrottle, FailedAuthTracker
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +240,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/messages/", endpoint=sse_app, methods=["POST"]),
         Mount("/", app=mcp_app),
     ]
+    tracker = FailedAuthTracker(settings.auth_failure_limit, settings.auth_block_max_s)
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(AuthThrottle, tracker=tracker),
         Middleware(HostGuard, security=security),
         Middleware(FormBodyLimit, max_bytes=settings.max_form_bytes, timeout_s=settings.header_timeout_s),
     ])
