@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         "Failed authentications in a row from one client address before it is slowed down."))
     auth_block_max_s: float = Field(default=300.0, gt=0, description=(
         "Longest block (429) of an address that keeps failing; blocks double from 1 s up to it."))
+    max_sessions_per_caller: int = Field(default=64, ge=1, description=(
+        "Legacy /mcp sessions and /sse streams one caller may hold open at once (429 over it)."))
+    max_sessions: int = Field(default=512, ge=1, description=(
+        "Legacy /mcp sessions and /sse streams open at once, all callers together (503 over it)."))
+    session_idle_timeout_s: float = Field(default=600.0, gt=0, description=(
+        "A legacy /mcp session with no request for this long is closed."))
     rate_limit_per_minute: int | None = Field(default=None, ge=1, description="Calls per caller per minute.")
     daily_limit: int | None = Field(default=None, ge=1, description="Generations per caller per UTC day.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

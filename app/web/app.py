@@ -32,6 +32,7 @@ from app.storage.database import engine_of, password_of
 from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, image_cache_headers, session_middleware, unauthorized
 from app.web.guards import FormBodyLimit
+from app.web.session_caps import SessionCaps
 from app.web.throttle import AuthThrottle, FailedAuthTracker
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,9 @@ def create_app(settings: Settings) -> Starlette:
     # Behind a round-robin balancer a 2025-11-25 session would live in one replica only: stateless,
     # each legacy POST stands alone (2026-07-28 requests are sessionless whatever this says).
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security,
-                                      host=settings.host, stateless_http=settings.legacy_stateless)
+                                      host=settings.host, stateless_http=settings.legacy_stateless,
+                                      max_sessions=settings.max_sessions,
+                                      session_idle_timeout=settings.session_idle_timeout_s)
     sse_app = mcp.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security,
                           host=settings.host)
 
@@ -240,11 +243,21 @@ def create_app(settings: Settings) -> Starlette:
         Route("/messages/", endpoint=sse_app, methods=["POST"]),
         Mount("/", app=mcp_app),
     ]
+    async def caller_of(authorization: str | None) -> str | None:
+        return await verifier.caller_for_header(authorization) if verifier is not None else None
+
+    def session_alive(session_id: str) -> bool:
+        # The SDK forgets a legacy session on DELETE and after its idle timeout; it offers no public
+        # way to ask, so this reads its table (pinned: mcp>=2.3,<3).
+        return session_id in mcp.session_manager._server_instances
+
     tracker = FailedAuthTracker(settings.auth_failure_limit, settings.auth_block_max_s)
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[
         Middleware(AuthThrottle, tracker=tracker),
         Middleware(HostGuard, security=security),
         Middleware(FormBodyLimit, max_bytes=settings.max_form_bytes, timeout_s=settings.header_timeout_s),
+        Middleware(SessionCaps, caller_of=caller_of, alive=session_alive, per_caller=settings.max_sessions_per_caller,
+                   total=settings.max_sessions, auth_required=verifier is not None),
     ])
     app.state.runtime = runtime
     db_password = password_of(settings.database)
