@@ -31,7 +31,7 @@ from app.settings import Settings
 from app.storage.database import engine_of, password_of
 from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, image_cache_headers, session_middleware, unauthorized
-from app.web.guards import FormBodyLimit
+from app.web.guards import FormBodyLimit, NormalizeBearer
 from app.web.session_caps import SessionCaps
 from app.web.throttle import AuthThrottle, FailedAuthTracker
 
@@ -253,6 +253,7 @@ def create_app(settings: Settings) -> Starlette:
 
     tracker = FailedAuthTracker(settings.auth_failure_limit, settings.auth_block_max_s)
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(NormalizeBearer),
         Middleware(AuthThrottle, tracker=tracker),
         Middleware(HostGuard, security=security),
         Middleware(FormBodyLimit, max_bytes=settings.max_form_bytes, timeout_s=settings.header_timeout_s),

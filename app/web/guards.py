@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
@@ -168,3 +169,29 @@ class FormBodyLimit:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await PlainTextResponse(f"request body over {self.max_bytes} bytes", status_code=413,
                                 headers={"Connection": "close"})(scope, receive, send)
+
+
+_BEARER = re.compile(rb"bearer[ \t]+([^ \t]+)[ \t]*", re.IGNORECASE)
+
+
+class NormalizeBearer:
+    """One whitespace rule for bearer tokens on every route: whitespace around the token is dropped.
+
+    The SDK (on /mcp) took everything after "Bearer " as the token while our own routes stripped it,
+    so "Bearer  <token>" opened the gallery and was refused on /mcp. Rewriting the header once, here,
+    gives the SDK, our routes, team and OAuth tokens the same rule.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            for i, (name, value) in enumerate(headers):
+                if name == b"authorization" and (match := _BEARER.fullmatch(value.strip(b" \t"))):
+                    normal = b"Bearer " + match.group(1)
+                    if normal != value:
+                        scope = {**scope, "headers": [*headers[:i], (name, normal), *headers[i + 1:]]}
+                    break
+        await self.app(scope, receive, send)
