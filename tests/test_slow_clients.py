@@ -15,7 +15,7 @@ from app.pixazo.simulator import Simulator
 from tests.test_process import server_process
 from tests.test_team import ALICE, TOKENS
 
-TIMEOUT_S = 1.0
+TIMEOUT_S = 2.0
 
 
 def port_of(url: str) -> int:
@@ -40,16 +40,16 @@ async def test_a_slow_head_is_answered_408_and_closed_within_the_timeout(tmp_pat
         writer.write(f"GET /gallery HTTP/1.1\r\nHost: 127.0.0.1:{port_of(url)}\r\n".encode())
 
         async def trickle() -> None:  # one header line now and then, never the end of the head
-            for i in range(40):
-                await asyncio.sleep(0.2)
+            for i in range(60):
+                await asyncio.sleep(0.3)
                 if writer.is_closing():
                     return
                 writer.write(f"X-Slow-{i}: {i}\r\n".encode())
 
         dripping = asyncio.create_task(trickle())
         try:
-            data, elapsed = await read_until_closed(reader, 8)
-            silent, _ = await read_until_closed(silent_reader, 8)
+            data, elapsed = await read_until_closed(reader, 15)
+            silent, _ = await read_until_closed(silent_reader, 15)
         finally:
             dripping.cancel()
             writer.close()
@@ -59,7 +59,7 @@ async def test_a_slow_head_is_answered_408_and_closed_within_the_timeout(tmp_pat
             health = await http.get(url + "/healthz")
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert silent.startswith(b"HTTP/1.1 408 "), silent
-    assert elapsed < TIMEOUT_S + 3
+    assert elapsed < TIMEOUT_S + 8  # generous for a loaded machine; without the timeout it never closes
     assert health.status_code == 200
 
 
@@ -100,7 +100,7 @@ async def test_the_login_form_is_small_urlencoded_and_read_in_time(tmp_path: Pat
             writer.write(f"POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
                          f"Content-Length: {length}\r\n\r\n".encode())
             try:
-                data, _ = await read_until_closed(reader, 5)
+                data, _ = await read_until_closed(reader, 15)
             finally:
                 writer.close()
             return data
@@ -115,7 +115,7 @@ async def test_the_login_form_is_small_urlencoded_and_read_in_time(tmp_path: Pat
         for _ in range(20):
             writer.write(b"3e8\r\n" + b"a" * 1000 + b"\r\n")
         try:
-            chunked, _ = await read_until_closed(reader, 5)
+            chunked, _ = await read_until_closed(reader, 15)
         finally:
             writer.close()
         async with httpx2.AsyncClient(timeout=10) as http:

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 # Paths whose POST bodies are MCP messages: the SDK reads and caps them (4 MiB) after authentication.
 MCP_PATHS = ("/mcp", "/messages/")
 FORM_TYPE = "application/x-www-form-urlencoded"
+# OAuth dynamic client registration takes JSON (RFC 7591); every other non-MCP POST takes a form.
+JSON_PATHS = ("/register",)
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -107,7 +109,8 @@ def guarded_protocol(header_timeout_s: float, max_header_bytes: int) -> type[Gua
 
 
 class FormBodyLimit:
-    """Every POST that is not MCP carries at most a small urlencoded form, read within a deadline.
+    """Every POST that is not MCP carries at most a small urlencoded form (JSON on /register), read
+    within a deadline.
 
     Anything else is refused before its body is read: another type gets 415, a declared length over
     the cap 413; a body that grows past the cap while read gets 413, one that trickles 408. The body
@@ -127,9 +130,10 @@ class FormBodyLimit:
         headers = Headers(scope=scope)
         length = headers.get("content-length")
         has_body = headers.get("transfer-encoding") is not None or (length is not None and length != "0")
-        if has_body and headers.get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
+        accepted = "application/json" if scope["path"] in JSON_PATHS else FORM_TYPE
+        if has_body and headers.get("content-type", "").split(";")[0].strip().lower() != accepted:
             # Connection: close, so that the body it declared is never read.
-            await PlainTextResponse(f"only {FORM_TYPE} is accepted here", status_code=415,
+            await PlainTextResponse(f"only {accepted} is accepted here", status_code=415,
                                     headers={"Connection": "close"})(scope, receive, send)
             return
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
