@@ -79,14 +79,15 @@ def _backup(args: argparse.Namespace) -> int:
 def _oauth(args: argparse.Namespace) -> int:
     from app.identity.oauth_admin import list_clients, revoke
 
-    db_path = Path(args.db) if args.db else Settings.load().db_path
+    # The server's database (PostgreSQL too: replicas share the OAuth tables), unless --db names a file.
+    database = f"sqlite:///{args.db}" if args.db else Settings.load().database
     if args.oauth_command == "clients":
-        print("\n".join(asyncio.run(list_clients(db_path))))
+        print("\n".join(asyncio.run(list_clients(database))))
         return 0
     if (args.client_id is None) == (args.caller is None):
         print("pixazo-mcp oauth revoke: give a CLIENT_ID or --caller NAME (one of them)", file=sys.stderr)
         return 2
-    found, message = asyncio.run(revoke(db_path, args.client_id, args.caller))
+    found, message = asyncio.run(revoke(database, args.client_id, args.caller))
     print(message, file=sys.stdout if found else sys.stderr)
     return 0 if found else 1
 
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench)
 
     oauth = sub.add_parser("oauth", help="the OAuth authorization server's clients and tokens")
-    oauth.add_argument("--db", default=None, help="database (default: PIXAZO_DB_PATH)")
+    oauth.add_argument("--db", default=None, help="a SQLite file (default: PIXAZO_DATABASE_URL, else PIXAZO_DB_PATH)")
     oauth_sub = oauth.add_subparsers(dest="oauth_command", required=True)
     oauth_sub.add_parser("clients", help="list registered clients and what they last did")
     oauth_revoke = oauth_sub.add_parser("revoke", help="end the tokens of a client, or of a caller")

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
+import psycopg
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -21,7 +22,9 @@ from pydantic import SecretStr
 
 from app.pixazo.simulator import Simulator
 from app.settings import Settings
-from tests.conftest import LiveServer, free_port, live_server, make_settings, rows
+from app.storage.database import engine_of, sqlite_path
+from app.storage.oauth_records import ACCESS, REFRESH
+from tests.conftest import LiveServer, free_port, live_server, make_settings, rows, store_for
 from tests.oauth_helpers import (
     REDIRECT,
     Grant,
@@ -487,3 +490,126 @@ async def test_an_oauth_caller_sees_only_their_own_history_under_own_visibility(
     assert bobs.is_error
     assert [(r["prompt"], r["caller"]) for r in rows(live.settings.db_path)] == [
         ("bob's balloon", "bob"), ("alice's kite", "alice")]
+
+
+def shared_oauth_settings(tmp_path: Path, sim: Simulator, database_url: str, public_port: int) -> Settings:
+    """A replica's settings: the team's database and the one public name all replicas answer for."""
+    return oauth_settings(tmp_path, sim, public_port, database_url=SecretStr(database_url),
+                          session_secret=SecretStr("s" * 32))
+
+
+async def test_the_whole_grant_over_http_on_each_engine(tmp_path: Path, sim: Simulator, database_url: str,
+                                                        http: httpx2.AsyncClient,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    async with live_server(shared_oauth_settings(tmp_path, sim, database_url, port), port=port) as server:
+        grant = Grant(server.url)
+        registered = await grant.register(http)
+        assert registered.status_code == 201, registered.text
+        code = await grant.code(http, ALICE)
+        first = await grant.exchange(http, code)
+        assert first.status_code == 200, first.text
+        tokens = first.json()
+        assert await mcp_status(http, server.url, tokens["access_token"]) == 200
+        # refresh rotates; the spent refresh token coming back ends the whole family
+        second = await grant.refresh(http, tokens["refresh_token"])
+        assert second.status_code == 200, second.text
+        rotated = second.json()
+        assert rotated["refresh_token"] != tokens["refresh_token"]
+        assert await mcp_status(http, server.url, rotated["access_token"]) == 200
+        reuse = await grant.refresh(http, tokens["refresh_token"])
+        assert reuse.status_code == 400
+        assert reuse.json()["error"] == "invalid_grant"
+        assert await mcp_status(http, server.url, rotated["access_token"]) == 401
+        assert (await grant.refresh(http, rotated["refresh_token"])).status_code == 400
+        # a code is good once: its replay is refused and ends what it gave
+        replayed_code = await grant.code(http, ALICE)
+        replayed = (await grant.exchange(http, replayed_code)).json()
+        assert await mcp_status(http, server.url, replayed["access_token"]) == 200
+        assert (await grant.exchange(http, replayed_code)).status_code == 400
+        assert await mcp_status(http, server.url, replayed["access_token"]) == 401
+        # a new grant, then revoked by its refresh token: its access token ends with it
+        fresh = (await grant.exchange(http, await grant.code(http, ALICE))).json()
+        assert await mcp_status(http, server.url, fresh["access_token"]) == 200
+        revoked = await http.post(server.url + "/revoke", data={"token": fresh["refresh_token"],
+                                                                "client_id": grant.client_id})
+        assert revoked.status_code == 200
+        assert await mcp_status(http, server.url, fresh["access_token"]) == 401
+        assert (await grant.refresh(http, fresh["refresh_token"])).status_code == 400
+        # the operators' commands act on the same database (PIXAZO_DATABASE_URL)
+        last = (await grant.exchange(http, await grant.code(http, ALICE))).json()
+        monkeypatch.setenv("PIXAZO_DATABASE_URL", database_url)
+        code, out = await cli("oauth", "clients")
+        assert code == 0, out
+        assert f"{grant.client_id}  [dcr] Manual" in out
+        assert "live tokens: 2 (callers: alice)" in out
+        code, out = await cli("oauth", "revoke", "--caller", "alice")
+        assert code == 0, out
+        assert "revoked 2 token(s) signed in as alice" in out
+        assert await mcp_status(http, server.url, last["access_token"]) == 401
+    # the records are in the configured database (on PostgreSQL, the SQLite file never holds them)
+    store = await store_for(database_url)
+    try:
+        clients = await store.oauth().clients()
+    finally:
+        await store.close()
+    assert [c.client.client_id for c in clients] == [grant.client_id]
+    assert clients[0].active_tokens == 0
+
+
+async def test_replicas_on_one_database_share_clients_codes_and_tokens(
+        tmp_path: Path, sim: Simulator, database_url: str, http: httpx2.AsyncClient) -> None:
+    port_a, port_b = free_port(), free_port()
+    # Both answer for A's public name, as replicas behind one balancer do.
+    settings = shared_oauth_settings(tmp_path, sim, database_url, port_a)
+    async with live_server(settings, port=port_a) as a, live_server(settings, port=port_b) as b:
+        grant = Grant(a.url)
+        assert (await grant.register(http)).status_code == 201
+        code = await grant.code(http, ALICE)
+        # the code given by A is redeemed at B, for a client registered at A
+        answer = await http.post(b.url + "/token", data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "client_id": grant.client_id, "code_verifier": grant.verifier, "resource": a.url + "/mcp"})
+        assert answer.status_code == 200, answer.text
+        tokens = answer.json()
+        # the token B issued is accepted by A, and by B
+        assert await mcp_status(http, a.url, tokens["access_token"]) == 200
+        assert await mcp_status(http, b.url, tokens["access_token"]) == 200
+        # revoked at A, refused at B at once
+        revoked = await http.post(a.url + "/revoke", data={"token": tokens["access_token"],
+                                                           "client_id": grant.client_id})
+        assert revoked.status_code == 200
+        assert await mcp_status(http, b.url, tokens["access_token"]) == 401
+
+
+async def test_a_token_check_does_not_wait_behind_a_write_on_each_engine(database_url: str) -> None:
+    store = await store_for(database_url)
+    try:
+        records = store.oauth()
+        await records.add_token("tok-0123456789", ACCESS, "client-1", "alice", ["pixazo"], "http://x/mcp",
+                                "family-1", 3600)
+        # Another writer holds an uncommitted change to that very row (a revocation in flight elsewhere).
+        if engine_of(database_url) == "postgresql":
+            writer: Any = await psycopg.AsyncConnection.connect(database_url)
+            await writer.execute("UPDATE oauth_tokens SET revoked_at = 1")
+        else:
+            writer = sqlite3.connect(sqlite_path(database_url), isolation_level=None)
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE oauth_tokens SET revoked_at = 1")
+        try:
+            # The check answers at once, from the last committed state.
+            found = await asyncio.wait_for(records.token("tok-0123456789", ACCESS), 5)
+            assert found is not None
+            assert (found.caller, found.revoked_at) == ("alice", None)
+            assert await records.token("tok-0123456789", REFRESH) is None
+        finally:
+            if engine_of(database_url) == "postgresql":
+                await writer.close()
+            else:
+                writer.close()
+        assert await records.revoke_family("family-1") == 1
+        found = await records.token("tok-0123456789", ACCESS)
+        assert found is not None
+        assert found.revoked_at is not None
+    finally:
+        await store.close()

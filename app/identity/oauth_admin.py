@@ -1,12 +1,14 @@
-"""Operators' commands for the authorization server: list its clients, end their tokens."""
+"""Operators' commands for the authorization server: list its clients, end their tokens.
+
+They act on the database the server uses (PIXAZO_DATABASE_URL, SQLite or PostgreSQL), or on `--db FILE`.
+"""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-from app.storage.records import GenerationStore
+from app.storage.database import open_store
 
 
 def _when(epoch: float | None) -> str:
@@ -15,9 +17,9 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-async def list_clients(db_path: Path) -> list[str]:
+async def list_clients(database: str) -> list[str]:
     """One line per client: id, kind, name, registered, last seen and what it last did, live tokens."""
-    store = await GenerationStore.open(db_path)
+    store = await open_store(database)
     try:
         summaries = await store.oauth().clients()
     finally:
@@ -34,9 +36,9 @@ async def list_clients(db_path: Path) -> list[str]:
     return lines
 
 
-async def revoke(db_path: Path, client_id: str | None, caller: str | None) -> tuple[bool, str]:
+async def revoke(database: str, client_id: str | None, caller: str | None) -> tuple[bool, str]:
     """(found, message). Ends every token of one client, or every token signed in as one caller."""
-    store = await GenerationStore.open(db_path)
+    store = await open_store(database)
     try:
         records = store.oauth()
         if client_id is not None:

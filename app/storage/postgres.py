@@ -15,6 +15,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from app.storage.oauth_postgres import PostgresOAuthRecords
 from app.storage.oauth_records import OAUTH_SCHEMA, OAuthRecords
 from app.storage.records import (
     INTERRUPTED,
@@ -223,7 +224,8 @@ class PostgresStore:
         return None
 
     def oauth(self) -> OAuthRecords:
-        raise RuntimeError("the OAuth authorization server runs on the SQLite database only, for now")
+        """The authorization server's records on this store's pool: every replica reads the same tokens."""
+        return PostgresOAuthRecords(self._pool)
 
     # -- ownership of calls in flight ------------------------------------------------------------
 

@@ -100,9 +100,6 @@ def create_app(settings: Settings) -> Starlette:
         # Replicas share gallery sessions: a per-process key would log people out at every hop.
         raise ConfigError("PIXAZO_SESSION_SECRET must be set when PIXAZO_DATABASE_URL is PostgreSQL "
                           "(every replica signs gallery sessions with it)")
-    if engine == "postgresql" and settings.public_url:
-        raise ConfigError("PIXAZO_PUBLIC_URL (the OAuth authorization server) needs the SQLite database for now; "
-                          "unset PIXAZO_DATABASE_URL or PIXAZO_PUBLIC_URL")
     runtime = Runtime()
 
     def oauth_records() -> OAuthRecords:
