@@ -77,17 +77,25 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _oauth(args: argparse.Namespace) -> int:
+    import psycopg
+
     from app.identity.oauth_admin import list_clients, revoke
+    from app.storage.database import redacted
 
     # The server's database (PostgreSQL too: replicas share the OAuth tables), unless --db names a file.
     database = f"sqlite:///{args.db}" if args.db else Settings.load().database
-    if args.oauth_command == "clients":
-        print("\n".join(asyncio.run(list_clients(database))))
-        return 0
-    if (args.client_id is None) == (args.caller is None):
+    if args.oauth_command == "revoke" and (args.client_id is None) == (args.caller is None):
         print("pixazo-mcp oauth revoke: give a CLIENT_ID or --caller NAME (one of them)", file=sys.stderr)
         return 2
-    found, message = asyncio.run(revoke(database, args.client_id, args.caller))
+    try:
+        if args.oauth_command == "clients":
+            print("\n".join(asyncio.run(list_clients(database))))
+            return 0
+        found, message = asyncio.run(revoke(database, args.client_id, args.caller))
+    except (OSError, ValueError, sqlite3.Error, psycopg.Error) as exc:
+        # psycopg's messages name the host and port, never the password; the URL is shown redacted.
+        print(f"pixazo-mcp oauth: the database {redacted(database)} failed: {exc}", file=sys.stderr)
+        return 1
     print(message, file=sys.stdout if found else sys.stderr)
     return 0 if found else 1
 

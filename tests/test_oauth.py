@@ -613,3 +613,13 @@ async def test_a_token_check_does_not_wait_behind_a_write_on_each_engine(databas
         assert found.revoked_at is not None
     finally:
         await store.close()
+
+
+async def test_the_oauth_commands_name_an_unreachable_database_without_its_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXAZO_DATABASE_URL", f"postgresql://pixazo:pw-secret-123456@127.0.0.1:{free_port()}/x")
+    code, out = await cli("oauth", "clients")
+    assert code == 1
+    assert "pixazo-mcp oauth: the database postgresql://pixazo:***@127.0.0.1:" in out
+    assert "Traceback" not in out
+    assert "pw-secret-123456" not in out
