@@ -190,12 +190,10 @@ class S3BlobStore:
             # The bucket's lifecycle rule for incomplete uploads (see README) is the backstop.
             logger.warning("could not abort the multipart upload of %s (%s)", full, type(exc).__name__)
 
-    async def get(self, key: str) -> bytes:
-        full = self.location.key(key)
+    async def _get_object(self, key: str) -> Any:
+        """GET the object; BlobNotFoundError when it is absent, BlobStoreError on any other failure."""
         try:
-            answer = await self._s3.get_object(Bucket=self.location.bucket, Key=full)
-            async with answer["Body"] as body:
-                return await body.read()
+            return await self._s3.get_object(Bucket=self.location.bucket, Key=self.location.key(key))
         except ClientError as exc:
             if _not_found(exc):
                 raise BlobNotFoundError(f"no image {key} in the store") from None
@@ -203,17 +201,18 @@ class S3BlobStore:
         except FAILURES as exc:
             raise _error("read", key, exc) from exc
 
-    async def stream(self, key: str) -> AsyncIterator[bytes]:
-        """The object's bytes in chunks; BlobNotFoundError at the first step when it is absent."""
-        full = self.location.key(key)
+    async def get(self, key: str) -> bytes:
+        answer = await self._get_object(key)
         try:
-            answer = await self._s3.get_object(Bucket=self.location.bucket, Key=full)
-        except ClientError as exc:
-            if _not_found(exc):
-                raise BlobNotFoundError(f"no image {key} in the store") from None
-            raise _error("read", key, exc) from exc
+            async with answer["Body"] as body:
+                data: bytes = await body.read()
+                return data
         except FAILURES as exc:
             raise _error("read", key, exc) from exc
+
+    async def stream(self, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks; BlobNotFoundError at the first step when it is absent."""
+        answer = await self._get_object(key)
         async with answer["Body"] as body:
             try:
                 async for chunk in body.iter_chunks(READ_CHUNK):
