@@ -91,14 +91,22 @@ class SessionCaps:
         else:
             await self.app(scope, receive, send)
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+    async def _admit(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> str | None:
+        """The caller's key when this stream or session counts against a cap and fits under it; None when
+        the request was answered here (not counted: passed on; over a cap: refused)."""
         key = await self._key(headers)
         if key is None:
             await self.app(scope, receive, send)
-            return
+            return None
         refusal = self._over(key)
         if refusal is not None:
             await refusal(scope, receive, send)
+            return None
+        return key
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        key = await self._admit(scope, receive, send, headers)
+        if key is None:
             return
         self._streams[key] = self._streams.get(key, 0) + 1
         try:
@@ -109,13 +117,8 @@ class SessionCaps:
                 del self._streams[key]
 
     async def _open_session(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
-        key = await self._key(headers)
+        key = await self._admit(scope, receive, send, headers)
         if key is None:
-            await self.app(scope, receive, send)
-            return
-        refusal = self._over(key)
-        if refusal is not None:
-            await refusal(scope, receive, send)
             return
 
         opening = True
