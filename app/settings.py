@@ -12,10 +12,10 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.pixazo.client import SDXL_LIMITS
+from app.pixazo.gateway import GENERATE_MAX_PIXELS
 
 # The largest image any supported model makes (SDXL: 1536 x 1536); nothing larger is a Pixazo image.
-MODEL_MAX_PIXELS = int(SDXL_LIMITS["width"].maximum * SDXL_LIMITS["height"].maximum)
+MODEL_MAX_PIXELS = GENERATE_MAX_PIXELS
 
 
 class SettingsError(ValueError):

@@ -13,7 +13,7 @@ import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
-from app.pixazo.client import KEY_HEADER, SDXL_PATH
+from app.pixazo.gateway import KEY_HEADER, SDXL_PATH
 from app.pixazo.simulator import render_png
 from app.settings import Settings
 from tests.conftest import TEST_KEY, in_memory_client, make_settings, rows
@@ -149,7 +149,7 @@ async def test_the_input_schema_allows_additional_properties(settings: Settings)
         (401, {"payload": {"statusCode": 401, "message": "Access denied due to invalid key."}},
          "Access denied due to invalid key."),
         (500, {"payload": {"error": "Model crashed"}}, "Model crashed"),
-        (500, {"body": "Error processing request", "content_type": "text/plain"}, "Internal Server Error"),
+        (500, {"body": "Error processing request", "content_type": "text/plain"}, "Error processing request"),
         (403, {"payload": {"error": "Insufficient Balance", "message": "Top up"}}, "Insufficient Balance"),
     ],
 )

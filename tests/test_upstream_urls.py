@@ -11,7 +11,7 @@ import httpx2
 import pytest
 
 from app.errors import UpstreamProtocolError
-from app.pixazo.client import image_url_from
+from app.pixazo.gateway import image_url_from
 from app.pixazo.simulator import Fault, Simulator
 from tests.conftest import http_client, live_server, make_settings, rows
 

@@ -31,7 +31,8 @@ from app.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
-from app.pixazo.client import MAX_ERROR_CHARS, PixazoClient
+from app.pixazo.client import PixazoClient
+from app.pixazo.gateway import MAX_ERROR_CHARS
 from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.images import ImageStore

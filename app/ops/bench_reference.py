@@ -31,7 +31,7 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from app.pixazo.client import SDXL_PATH, request_headers
+from app.pixazo.gateway import SDXL_PATH, request_headers
 
 
 def keep_plainly(data: bytes, path: Path) -> tuple[str, bytes]:

@@ -1,8 +1,7 @@
-"""The only Pixazo gateway client, and every assumption we make about the gateway.
+"""The only Pixazo gateway client: HTTP transport over the process's shared aiohttp session.
 
-What is publicly known is in the project's shared docs (pixazo-api.md); nothing here was confirmed
-with a live key, so the facts below are written to tolerate each reported variant. The simulator
-(`app.pixazo.simulator`) imports these same constants, so correcting one corrects both.
+What it sends and how it reads the answers come from `app.pixazo.gateway`, the one module that
+holds every assumption about Pixazo.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import SecretStr
@@ -22,98 +22,21 @@ from app.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
-from app.net import is_http_url
-
-# --- Gateway facts -------------------------------------------------------------------------------
-SDXL_PATH = "/getImage/v1/getSDXLImage"
-KEY_HEADER = "Ocp-Apim-Subscription-Key"
-# The SDXL answer is {"imageUrl": ...}; Flux answers {"output": ...}; newer models nest a list
-# ({"output": {"media_url": [...]}}). The first string found is the URL, and it must be http(s).
-IMAGE_URL_FIELDS = ("imageUrl", "output")
-# Error bodies seen: {"error": ...}, {"error": ..., "message": ...}, Azure APIM {"statusCode", "message"},
-# and plain text. The first present field wins; else the HTTP reason phrase.
-ERROR_MESSAGE_FIELDS = ("error", "message")
-# Answers larger than this are not a JSON URL document; stop reading rather than buffer them.
-MAX_ANSWER_BYTES = 1 << 20
-# The longest upstream error message we keep on a row.
-MAX_ERROR_CHARS = 500
-
-
-@dataclass(frozen=True)
-class Limit:
-    """An inclusive range for one request field, and an optional step."""
-
-    minimum: float
-    maximum: float
-    multiple_of: int | None = None
-
-
-# Per-model bounds, from Pixazo's model pages (one source gives guidance_scale 1-15).
-SDXL_LIMITS: dict[str, Limit] = {
-    "prompt": Limit(1, 2000),
-    "negative_prompt": Limit(0, 2000),
-    "width": Limit(512, 1536, multiple_of=8),
-    "height": Limit(512, 1536, multiple_of=8),
-    "num_steps": Limit(1, 20),
-    "guidance_scale": Limit(1, 15),
-    "seed": Limit(0, 4_294_967_295),
-}
-
-
-def sdxl_url(base_url: str) -> str:
-    return base_url.rstrip("/") + SDXL_PATH
-
-
-def request_headers(api_key: str) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "Cache-Control": "no-cache",
-        KEY_HEADER: api_key,
-    }
-
-
-def error_message(body: bytes, reason: str | None) -> str:
-    """The gateway's own words for a failure, else the HTTP reason phrase."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict):
-        for field in ERROR_MESSAGE_FIELDS:
-            value = payload.get(field)
-            if isinstance(value, str) and value.strip():
-                return value.strip()[:MAX_ERROR_CHARS]
-    return (reason or "no reason given")[:MAX_ERROR_CHARS]
-
-
-def _candidate_url(payload: Any) -> str | None:
-    """The first URL-shaped value in any answer shape we know (see IMAGE_URL_FIELDS), unchecked."""
-    if not isinstance(payload, dict):
-        return None
-    for field in IMAGE_URL_FIELDS:
-        value = payload.get(field)
-        if isinstance(value, str):
-            return value
-    nested = payload.get("output")
-    if isinstance(nested, dict):
-        urls = nested.get("media_url")
-        if isinstance(urls, list) and urls and isinstance(urls[0], str):
-            return urls[0]
-    return None
-
-
-def image_url_from(payload: Any) -> str:
-    """Find the image URL in a success body, or raise UpstreamProtocolError.
-
-    Whatever the shape, the URL must be http(s) before anything stores, returns or shows it: a
-    `javascript:` link from the gateway would otherwise end up in the agent's result and the gallery.
-    """
-    url = _candidate_url(payload)
-    if url is None:
-        raise UpstreamProtocolError("the answer has no imageUrl")
-    if not is_http_url(url):
-        raise UpstreamProtocolError("the image URL in the answer is not an http(s) URL", detail=url)
-    return url
+from app.pixazo.gateway import (
+    COMPLETED,
+    MAX_ANSWER_BYTES,
+    MAX_ERROR_CHARS,
+    SDXL,
+    STATUS_PATH,
+    TERMINAL_STATES,
+    Endpoint,
+    error_message,
+    image_url_from,
+    poll_headers,
+    queue_state,
+    request_headers,
+    request_id_from,
+)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -133,13 +56,30 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - now)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a submit gave: the image's URL (a sync model), or the id of a queue job to poll."""
+
+    image_url: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One poll of a queue job: its state, the image's URL once COMPLETED, Pixazo's words on failure."""
+
+    state: str
+    image_url: str | None = None
+    error: str | None = None
+
+
 class PixazoClient:
-    """Sends one generation request over the process's shared aiohttp session."""
+    """Sends requests to Pixazo over the process's shared aiohttp session."""
 
     def __init__(self, http: aiohttp.ClientSession, base_url: str, api_key: SecretStr | None,
                  timeout: aiohttp.ClientTimeout) -> None:
         self._http = http
-        self._url = sdxl_url(base_url)
+        self._base = base_url.rstrip("/")
         self._api_key = api_key
         self._timeout = timeout
 
@@ -147,19 +87,54 @@ class PixazoClient:
     def has_key(self) -> bool:
         return self._api_key is not None and bool(self._api_key.get_secret_value())
 
+    def _key(self) -> str:
+        return self._api_key.get_secret_value() if self._api_key is not None else ""
+
     async def generate(self, body: dict[str, Any], timeout_s: float | None = None) -> str:
-        """POST one SDXL request; return the image URL or raise an UpstreamError.
+        """POST one SDXL request; return the image URL or raise an UpstreamError."""
+        answer = await self.submit(SDXL, body, timeout_s)
+        if answer.image_url is None:
+            raise UpstreamProtocolError("the answer has no imageUrl")
+        return answer.image_url
+
+    async def submit(self, endpoint: Endpoint, body: dict[str, Any], timeout_s: float | None = None) -> Answer:
+        """POST one request to a model; return its image URL or its queue job, or raise an UpstreamError.
+
+        Whatever the catalogue expects of the model, both answer shapes are accepted: sources disagree
+        on which models queue.
+        """
+        payload = await self._send("POST", self._base + endpoint.path, request_headers(self._key()), body,
+                                   timeout_s)
+        job = request_id_from(payload)
+        if job is not None and not _has_image(payload):
+            return Answer(request_id=job)
+        return Answer(image_url=image_url_from(payload))
+
+    async def poll(self, request_id: str, timeout_s: float | None = None) -> JobStatus:
+        """One look at a queue job (the generic status route on our own base URL: the key never goes to a
+        host an answer names, such as its `polling_url`)."""
+        path = STATUS_PATH.format(request_id=quote(request_id, safe=""))
+        payload = await self._send("GET", self._base + path, poll_headers(self._key()), None, timeout_s)
+        state = queue_state(payload.get("status") if isinstance(payload, dict) else None)
+        if state is None:
+            raise UpstreamProtocolError("the job status answer has no known state", detail=str(payload)[:200])
+        if state == COMPLETED:
+            return JobStatus(state, image_url=image_url_from(payload))
+        if state in TERMINAL_STATES:
+            return JobStatus(state, error=_job_error(payload))
+        return JobStatus(state)
+
+    async def _send(self, method: str, url: str, headers: dict[str, str], body: dict[str, Any] | None,
+                    timeout_s: float | None) -> Any:
+        """One HTTP exchange; the JSON answer, or an UpstreamError.
 
         Exception texts from aiohttp are never carried over: they can include request headers.
         """
-        key = self._api_key.get_secret_value() if self._api_key is not None else ""
         timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=self._timeout.sock_connect)
         try:
-            async with self._http.post(
-                self._url, json=body, headers=request_headers(key), timeout=timeout,
-                allow_redirects=False,
-            ) as resp:
+            async with self._http.request(method, url, json=body, headers=headers, timeout=timeout,
+                                          allow_redirects=False) as resp:
                 raw = await resp.content.read(MAX_ANSWER_BYTES)
                 if resp.status >= 400:
                     raise UpstreamHTTPError(
@@ -182,7 +157,25 @@ class PixazoClient:
                 f"the connection to Pixazo broke ({type(exc).__name__})", sent=True,
             ) from None
         try:
-            payload = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             raise UpstreamProtocolError("the answer is not valid JSON") from None
-        return image_url_from(payload)
+
+
+def _has_image(payload: Any) -> bool:
+    try:
+        image_url_from(payload)
+    except UpstreamProtocolError:
+        return False
+    return True
+
+
+def _job_error(payload: Any) -> str:
+    """Why a job failed, in Pixazo's words when it gave any."""
+    if isinstance(payload, dict):
+        for value in (payload.get("error"), payload.get("message")):
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:MAX_ERROR_CHARS]
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return str(value["message"]).strip()[:MAX_ERROR_CHARS]
+    return "the job failed without a reason"

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, ImageChops
 
-from app.pixazo.client import KEY_HEADER, SDXL_PATH
+from app.pixazo.gateway import KEY_HEADER, SDXL_PATH
 
 RECENT = 1000  # requests whose bodies and headers Stats keeps for inspection
 FAULT_KINDS = ("http", "hang", "reset", "html", "truncated", "no_url", "slow", "url")

@@ -20,7 +20,7 @@ from app.core.service import Outcome
 from app.core.state import AppState
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
-from app.pixazo.client import SDXL_LIMITS, Limit
+from app.pixazo.gateway import SDXL_LIMITS, Limit
 from app.protocol.calllog import CALL_INFO
 from app.settings import Settings
 from app.storage.images import THUMB_MIME
