@@ -5,7 +5,8 @@
     │   ├── UpstreamHTTPError         answered 4xx/5xx (status, upstream message)
     │   ├── UpstreamProtocolError     answered 2xx with something unusable
     │   ├── UpstreamConnectionError   no connection, or it broke
-    │   └── UpstreamTimeoutError      no answer within the budget
+    │   ├── UpstreamTimeoutError      no answer within the budget
+    │   └── UpstreamJobError          a queue job ended FAILED or ERROR
     ├── DownloadError                 the image could not be kept (refused or failed)
     ├── BlobStoreError                the image storage failed (disk full, read-only, object store down)
     │   └── BlobNotFoundError         no object under that key
@@ -55,6 +56,16 @@ class UpstreamConnectionError(UpstreamError):
 
 class UpstreamTimeoutError(UpstreamError):
     """No complete answer within the attempt's budget."""
+
+
+class UpstreamJobError(UpstreamError):
+    """A queue job ended without an image. `state` is FAILED or ERROR (ERROR: "not charged");
+    the message is Pixazo's words, for operators."""
+
+    def __init__(self, state: str, message: str) -> None:
+        super().__init__(f"job {state}: {message}")
+        self.state = state
+        self.message = message
 
 
 class DownloadError(PixazoMCPError):

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(default=300.0, gt=0, description="How long a call may wait for a slot.")
     max_retries: int = Field(default=3, ge=0, description="Retries after the first attempt (429/502/503/504).")
     deadline_s: float = Field(default=300.0, gt=0, description="One call's overall budget across retries.")
+    poll_base_s: float = Field(default=1.0, gt=0, description="First wait before polling a queue job; "
+                               "each later wait is 1.5 times longer.")
+    poll_cap_s: float = Field(default=10.0, gt=0, description="Longest wait between two polls of a queue job.")
     retry_base_s: float = Field(default=1.0, ge=0, description="First backoff step (doubles, jittered).")
     retry_cap_s: float = Field(default=30.0, ge=0, description="Longest backoff step.")
     breaker_threshold: int = Field(default=5, ge=1, description="Consecutive gateway failures that open it.")

@@ -13,6 +13,7 @@ from app.errors import (
     UpstreamConnectionError,
     UpstreamError,
     UpstreamHTTPError,
+    UpstreamJobError,
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
@@ -77,6 +78,12 @@ def for_upstream(exc: UpstreamError, timeout_s: float) -> str:
         )
     if isinstance(exc, UpstreamProtocolError):
         return f"Pixazo sent an answer the server could not use ({exc}). You may try again."
+    if isinstance(exc, UpstreamJobError):
+        if exc.state == "ERROR":
+            return ("Pixazo's job ended in a system error on its side (not charged). "
+                    "You may try again in a minute.")
+        return ("Pixazo's job failed: the model could not make this image (it may have been charged). "
+                "Check the input image and arguments before trying again.")
     if isinstance(exc, UpstreamConnectionError):
         if exc.sent:
             return (

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from app.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
+from app.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError, UpstreamJobError
 
 # Pixazo surely made no image: rate limited, or the gateway in front of the model was down.
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -29,7 +29,8 @@ def counts_against_gateway(exc: UpstreamError) -> bool:
     """Failures that say the gateway is unwell (not that our request was bad)."""
     if isinstance(exc, UpstreamHTTPError):
         return exc.status >= 500 or exc.status == 429
-    return True
+    # A job that ran and failed says the model could not make this image, not that Pixazo is down.
+    return not isinstance(exc, UpstreamJobError)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import anyio
 from app.core import messages
 from app.core.limits import CallerLimits
 from app.core.metrics import Metrics
+from app.core.requests import GenerationRequest
 from app.core.resilience import (
     Backoff,
     BreakerOpenError,
@@ -28,11 +29,12 @@ from app.errors import (
     NotFoundError,
     UpstreamError,
     UpstreamHTTPError,
+    UpstreamJobError,
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
 from app.pixazo.client import PixazoClient
-from app.pixazo.gateway import MAX_ERROR_CHARS
+from app.pixazo.gateway import COMPLETED, MAX_ERROR_CHARS, TERMINAL_STATES
 from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.images import ImageStore
@@ -47,36 +49,6 @@ CANCELLED = "CANCELLED"
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
 UNAVAILABLE = "UNAVAILABLE"
 INTERRUPTED = "INTERRUPTED"
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A validated request: what goes to Pixazo, and the caller's extra arguments (kept, not sent)."""
-
-    prompt: str
-    width: int
-    height: int
-    num_steps: int
-    guidance_scale: float
-    seed: int
-    negative_prompt: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def upstream_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"prompt": self.prompt}
-        if self.negative_prompt is not None:
-            body["negative_prompt"] = self.negative_prompt
-        body |= {
-            "width": self.width, "height": self.height, "num_steps": self.num_steps,
-            "guidance_scale": self.guidance_scale, "seed": self.seed,
-        }
-        return body
-
-    def recorded_parameters(self) -> dict[str, Any]:
-        """What `parameters_json` keeps: the sent parameters and every extra argument."""
-        sent = self.upstream_body()
-        del sent["prompt"]
-        return {**self.extra, **sent}
 
 
 @dataclass(frozen=True)
@@ -96,7 +68,7 @@ class Outcome:
 
 def upstream_text(exc: UpstreamError) -> str:
     """What Pixazo said or sent, for the operators' `upstream_error` column."""
-    if isinstance(exc, UpstreamHTTPError):
+    if isinstance(exc, UpstreamHTTPError | UpstreamJobError):
         return exc.message
     if isinstance(exc, UpstreamProtocolError) and exc.detail is not None:
         return f"{exc}: {exc.detail[:MAX_ERROR_CHARS]}"
@@ -108,6 +80,8 @@ def status_for(exc: UpstreamError) -> str:
         return f"HTTP_{exc.status}"
     if isinstance(exc, UpstreamTimeoutError):
         return TIMEOUT
+    if isinstance(exc, UpstreamJobError):
+        return f"JOB_{exc.state}"
     return EXCEPTION
 
 
@@ -168,23 +142,6 @@ class GenerationService:
             raise NotFoundError(f"Generation {gen_id} has no stored image (status {gen.status}).")
         return await self.images.read(gen.image_path), gen.image_mime
 
-    def build_request(self, prompt: str, *, negative_prompt: str | None = None, width: int | None = None,
-                      height: int | None = None, num_steps: int | None = None,
-                      guidance_scale: float | None = None, seed: int | None = None,
-                      extra: dict[str, Any] | None = None) -> GenerationRequest:
-        """Merge the caller's values over the configured defaults (caller values win)."""
-        s = self.settings
-        return GenerationRequest(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            width=s.default_width if width is None else width,
-            height=s.default_height if height is None else height,
-            num_steps=s.default_num_steps if num_steps is None else num_steps,
-            guidance_scale=s.default_guidance_scale if guidance_scale is None else guidance_scale,
-            seed=s.default_seed if seed is None else seed,
-            extra=dict(extra or {}),
-        )
-
     async def generate(self, request: GenerationRequest, caller: str | None = None) -> Outcome:
         """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens."""
         pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller)
@@ -234,7 +191,7 @@ class GenerationService:
                 async with self.cap.slot(call.caller) as waited:
                     call.queue_s = waited
                     self.metrics.queue_wait.observe(waited)
-                    image_url = await self._call_with_retries(request.upstream_body(), call)
+                    image_url = await self._call_with_retries(request, call)
             except QueueTimeoutError:
                 done = await self.store.finish(
                     call.id, TIMEOUT, error=f"no free slot within {self.cap.queue_timeout_s:g} s; nothing was sent",
@@ -279,23 +236,26 @@ class GenerationService:
         done = await self.store.finish(call.id, SUCCESS, image_url=image_url, image=stored, **call.fields())
         return Outcome(done, thumbnail=stored.thumbnail)
 
-    async def _call_with_retries(self, body: dict[str, Any], call: _Call) -> str:
-        """Retries only where Pixazo surely made no image, within one overall deadline."""
+    async def _call_with_retries(self, request: GenerationRequest, call: _Call) -> str:
+        """Submit, retrying only where Pixazo surely made nothing, within one overall deadline; then, for a
+        queue model, wait for the job. Returns the image's URL."""
         s = self.settings
-        deadline = time.monotonic() + s.deadline_s
+        call.deadline = time.monotonic() + s.deadline_s
+        body = request.upstream_body()
         while True:
             call.attempts += 1
-            remaining = deadline - time.monotonic()
+            remaining = call.deadline - time.monotonic()
             started = time.monotonic()
             try:
-                image_url = await self.client.generate(body, timeout_s=max(0.1, min(s.timeout_s, remaining)))
+                answer = await self.client.submit(request.endpoint, body,
+                                                  timeout_s=max(0.1, min(s.timeout_s, remaining)))
             except UpstreamError as exc:
                 self.metrics.upstream_latency.observe(time.monotonic() - started)
                 if not is_retryable(exc) or call.attempts > s.max_retries:
                     raise
                 retry_after = exc.retry_after if isinstance(exc, UpstreamHTTPError) else None
                 delay = self.backoff.delay(call.attempts, retry_after, self._rng)
-                if time.monotonic() + delay >= deadline:
+                if time.monotonic() + delay >= call.deadline:
                     raise
                 logger.info("generation %s: attempt %d failed (%s); retrying in %.1f s",
                             call.id, call.attempts, status_for(exc), delay)
@@ -303,7 +263,35 @@ class GenerationService:
                 await asyncio.sleep(delay)
             else:
                 self.metrics.upstream_latency.observe(time.monotonic() - started)
-                return image_url
+                if answer.image_url is not None:
+                    return answer.image_url
+                assert answer.request_id is not None  # noqa: S101 - submit gives one or the other
+                return await self._await_job(answer.request_id, call)
+
+    async def _await_job(self, request_id: str, call: _Call) -> str:
+        """Poll a queue job until it ends, within the call's deadline; the image's URL, or an UpstreamError."""
+        call.request_id = request_id
+        polls = 0
+        while True:
+            polls += 1
+            delay = min(self.settings.poll_cap_s, self.settings.poll_base_s * (1.5 ** min(polls - 1, 20)))
+            remaining = call.deadline - time.monotonic()
+            if remaining <= delay:
+                raise UpstreamTimeoutError("the queue job did not finish within the call's deadline")
+            await asyncio.sleep(delay)
+            try:
+                status = await self.client.poll(request_id, timeout_s=max(0.1, min(self.settings.timeout_s,
+                                                                                   remaining - delay)))
+            except UpstreamError as exc:
+                if isinstance(exc, UpstreamHTTPError) and exc.status not in (429, 500, 502, 503, 504):
+                    raise
+                logger.info("generation %s: polling job failed (%s); polling again", call.id, status_for(exc))
+                continue
+            call.job_state = status.state
+            if status.state == COMPLETED and status.image_url is not None:
+                return status.image_url
+            if status.state in TERMINAL_STATES:
+                raise UpstreamJobError(status.state, status.error or "no reason given")
 
 
 @dataclass
@@ -316,6 +304,9 @@ class _Call:
     queue_s: float | None = None
     image_url: str | None = None
     started: float = field(default_factory=time.monotonic)
+    deadline: float = 0.0
+    request_id: str | None = None  # Pixazo's queue job, once submitted
+    job_state: str | None = None
 
     def fields(self) -> dict[str, Any]:
         return {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import anyio
 from mcp.server.mcpserver import Context
@@ -16,20 +16,23 @@ from pydantic_core import PydanticCustomError
 
 from app import __version__
 from app.core.extras import ExtraCaps, extra_problem
+from app.core.requests import GenerationRequest, RequestProblem, build_request, problems_for, range_text
 from app.core.service import Outcome
 from app.core.state import AppState
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
-from app.pixazo.gateway import SDXL_LIMITS, Limit
+from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, SDXL_LIMITS
 from app.protocol.calllog import CALL_INFO
 from app.settings import Settings
 from app.storage.images import THUMB_MIME
 from app.storage.records import MAX_ID, MIN_ID
 
 EXTRA_KWARG = "extra_arguments"
+GIVEN_KWARG = "given_arguments"  # which arguments the caller gave (the others take the model's defaults)
 
-PIX_GENERATE_DESCRIPTION = """Generate an image from a text prompt with Pixazo's Stable Diffusion XL model.
+PIX_GENERATE_DESCRIPTION = """Generate an image from a text prompt with one of Pixazo's models.
 
+Models (`model`): {models}.
 Returns the image URL and the generation's id. Every call is recorded, successful or not. Arguments
 the tool does not know are not sent to Pixazo but are kept with the record (use them to tag requests;
 at most {count} of them, {size} bytes as JSON in all, nested at most {depth} deep).
@@ -79,19 +82,6 @@ class GenerationPage(BaseModel):
     next_before_id: int | None = Field(description="Pass as before_id for the next page; null at the end.")
 
 
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _range_text(name: str, limit: Limit) -> str:
-    low, high = _num(limit.minimum), _num(limit.maximum)
-    if name in ("prompt", "negative_prompt"):
-        return f"`{name}` must be a string of {low} to {high} characters"
-    kind = "a number" if name == "guidance_scale" else "an integer"
-    step = f", a multiple of {limit.multiple_of}" if limit.multiple_of else ""
-    return f"`{name}` must be {kind} from {low} to {high}{step}"
-
-
 class _PixGenerateArgsBase(ArgModelBase):
     """Keeps unknown arguments (teams tag requests with them) and explains bad ones by their range."""
 
@@ -110,7 +100,7 @@ class _PixGenerateArgsBase(ArgModelBase):
             for err in exc.errors():
                 field = str(err["loc"][0]) if err["loc"] else ""
                 if field in SDXL_LIMITS:
-                    text = _range_text(field, SDXL_LIMITS[field])
+                    text = range_text(field, limit=SDXL_LIMITS[field])
                 elif err["type"] == "missing":
                     text = f"`{field}` is required"
                 else:
@@ -121,6 +111,16 @@ class _PixGenerateArgsBase(ArgModelBase):
                 "invalid_arguments", "Invalid arguments: {problems}. Nothing was sent to Pixazo.",
                 {"problems": "; ".join(problems)},
             ) from None
+        # The schema's bounds are the widest any model takes; the chosen model's own ranges, and the
+        # arguments it does not take, are checked here, before the tool runs (nothing recorded or sent).
+        chosen = getattr(model, "model", None)
+        if isinstance(chosen, str) and chosen in CATALOGUE:
+            given = {name: getattr(model, name) for name in model.model_fields_set
+                     if name in type(model).model_fields and name != "model"}
+            if problems := problems_for(CATALOGUE[chosen], given):
+                raise PydanticCustomError(
+                    "invalid_arguments", "Invalid arguments: {problems}. Nothing was sent to Pixazo.",
+                    {"problems": "; ".join(problems)})
         # Refused like any invalid argument: before the tool runs, so nothing is recorded or sent.
         if (problem := extra_problem(model.model_extra or {}, cls.extra_caps)) is not None:
             raise PydanticCustomError(
@@ -132,6 +132,7 @@ class _PixGenerateArgsBase(ArgModelBase):
     def model_dump_one_level(self) -> dict[str, Any]:
         kwargs = super().model_dump_one_level()
         kwargs[EXTRA_KWARG] = dict(self.model_extra or {})
+        kwargs[GIVEN_KWARG] = frozenset(self.model_fields_set & set(type(self).model_fields))
         return kwargs
 
 
@@ -141,22 +142,28 @@ def _int_field(name: str, default: int, description: str) -> Any:
                                  description=description)], default)
 
 
+def _model_text() -> str:
+    return "The model: " + "; ".join(f"`{m}` ({CATALOGUE[m].title})" for m in GENERATE_MODELS) + "."
+
+
 def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
     """The input model, with bounds from the model's limit table and defaults from the settings."""
     p, n, g = SDXL_LIMITS["prompt"], SDXL_LIMITS["negative_prompt"], SDXL_LIMITS["guidance_scale"]
     fields: dict[str, Any] = {
         "prompt": (Annotated[str, Field(min_length=int(p.minimum), max_length=int(p.maximum),
                                         description="What the image should show.")], ...),
-        "negative_prompt": (Annotated[str | None, Field(max_length=int(n.maximum),
-                                                        description="What the image should not show.")],
-                            None),
-        "width": _int_field("width", settings.default_width, "Image width in pixels."),
-        "height": _int_field("height", settings.default_height, "Image height in pixels."),
-        "num_steps": _int_field("num_steps", settings.default_num_steps, "Diffusion steps; more is slower."),
-        "guidance_scale": (Annotated[float, Field(ge=g.minimum, le=g.maximum,
-                                                  description="How closely to follow the prompt.")],
-                           settings.default_guidance_scale),
+        "negative_prompt": (Annotated[str | None, Field(max_length=int(n.maximum), description=(
+            "What the image should not show (not taken by flux-schnell)."))], None),
+        "width": _int_field("width", settings.default_width, "Image width in pixels (flux-schnell: at most 1024)."),
+        "height": _int_field("height", settings.default_height,
+                             "Image height in pixels (flux-schnell: at most 1024)."),
+        "num_steps": _int_field("num_steps", settings.default_num_steps,
+                                "Diffusion steps; more is slower (flux-schnell: 1-8, default 4)."),
+        "guidance_scale": (Annotated[float, Field(ge=g.minimum, le=g.maximum, description=(
+            "How closely to follow the prompt (not taken by flux-schnell)."))], settings.default_guidance_scale),
         "seed": _int_field("seed", settings.default_seed, "Random seed; the same seed repeats an image."),
+        "model": (Literal[GENERATE_MODELS], Field(
+            default="sdxl", description=_model_text())),
     }
     model = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
     model.extra_caps = ExtraCaps(count=settings.max_extra_arguments, depth=settings.max_extra_depth,
@@ -207,15 +214,24 @@ async def generation_result(outcome: Outcome, state: AppState) -> CallToolResult
     return CallToolResult(content=content, structured_content=structured)
 
 
-async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], prompt: str,
-                       negative_prompt: str | None, width: int, height: int, num_steps: int,
-                       guidance_scale: float, seed: int) -> CallToolResult:
+async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_arguments: frozenset[str],
+                       prompt: str, negative_prompt: str | None, width: int, height: int, num_steps: int,
+                       guidance_scale: float, seed: int, model: str = "sdxl") -> CallToolResult:
     state = state_of(ctx)
+    values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
+              "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
+    # Only what the caller gave: each model has its own defaults (the schema shows SDXL's).
+    given = {name: value for name, value in values.items() if name in given_arguments or name == "prompt"}
+    try:
+        request = build_request(state.settings, CATALOGUE[model], given, extra=extra_arguments)
+    except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
+        raise ToolError(f"Invalid arguments: {exc}. Nothing was sent to Pixazo.") from None
+    return await run_request(ctx, state, request)
+
+
+async def run_request(ctx: Context, state: AppState, request: GenerationRequest) -> CallToolResult:
+    """Run one checked request for the calling agent, with progress when it asked for it."""
     service = state.service
-    request = service.build_request(
-        prompt, negative_prompt=negative_prompt, width=width, height=height, num_steps=num_steps,
-        guidance_scale=guidance_scale, seed=seed, extra=extra_arguments,
-    )
     if not _wants_progress(ctx):
         outcome = await service.generate(request, current_caller())
     else:
@@ -268,8 +284,9 @@ def pix_generate_tool(settings: Settings) -> Tool:
     return Tool(
         fn=pix_generate,
         name="pix_generate",
-        title="Generate an image (Pixazo SDXL)",
-        description=PIX_GENERATE_DESCRIPTION.format(count=settings.max_extra_arguments,
+        title="Generate an image (Pixazo)",
+        description=PIX_GENERATE_DESCRIPTION.format(models=", ".join(GENERATE_MODELS),
+                                                    count=settings.max_extra_arguments,
                                                     size=settings.max_extra_bytes, depth=settings.max_extra_depth),
         parameters=args.model_json_schema(by_alias=True),
         fn_metadata=FuncMetadata(arg_model=args, output_model=GenerationResult),
