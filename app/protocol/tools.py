@@ -73,6 +73,12 @@ class GenerationRecord(BaseModel):
     image_sha256: str | None
     attempts: int | None = Field(default=None, description="Attempts at Pixazo (retries included).")
     caller: str | None = Field(default=None, description="Who asked (the caller's token name; null if anonymous).")
+    model: str = Field(default="sdxl", description="The Pixazo model that made it.")
+    operation: str = Field(default="generate", description=(
+        "What was done: generate, upscale, remove_background, inpaint or outpaint."))
+    parent_id: int | None = Field(default=None, description="The generation this one was made from (null if none).")
+    cost_usd: float | None = Field(default=None, description=(
+        "What the call cost in US dollars (0 when nothing was charged; null when not recorded)."))
 
 
 class GenerationPage(BaseModel):

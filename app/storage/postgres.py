@@ -25,7 +25,18 @@ from app.storage.records import (
     query_words,
     utc_now,
 )
-from app.storage.rows import INTERRUPTED_ERROR, RATE_LIMITED, Admission, Instance, Usage
+from app.storage.rows import (
+    BUDGET_EPSILON,
+    BUDGET_EXCEEDED,
+    INTERRUPTED_ERROR,
+    RATE_LIMITED,
+    REFUSED,
+    Admission,
+    CallMeta,
+    Instance,
+    Usage,
+    refused_by,
+)
 
 # One list per dialect, versioned like SQLite's `user_version`: entry i takes the schema to version i + 1,
 # and version N means the same tables and columns on both engines.
@@ -99,13 +110,30 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
     """,
+    # 9: model, operation, parent, cost and queue job id (see the SQLite list). Constant defaults:
+    # PostgreSQL 11+ adds such columns without rewriting the table.
+    """
+    ALTER TABLE generations ADD COLUMN model TEXT NOT NULL DEFAULT 'sdxl';
+    ALTER TABLE generations ADD COLUMN operation TEXT NOT NULL DEFAULT 'generate';
+    ALTER TABLE generations ADD COLUMN parent_id BIGINT;
+    ALTER TABLE generations ADD COLUMN cost_usd DOUBLE PRECISION;
+    ALTER TABLE generations ADD COLUMN request_id TEXT;
+    CREATE INDEX generations_parent_id ON generations (parent_id, id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX generations_pending_jobs ON generations (id)
+        WHERE status = 'PENDING' AND request_id IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any fixed number: the advisory lock under which replicas that start together migrate once.
 MIGRATION_LOCK = 0x70697861  # "pixa"
+# The advisory lock under which instances claim lapsed queue jobs one at a time (see claim_jobs).
+CLAIM_LOCK = 0x6A6F6273  # "jobs"
 NOW = "extract(epoch from clock_timestamp())"
 SEARCH_WINDOW = 10_000  # newest ids a prompt search walks in id order before it asks the GIN index
 Params = tuple[Any, ...] | list[Any] | dict[str, Any]
+# Rows whose owner is gone: no owner, a process known to be gone, or no live lease; never this instance.
+LAPSED = ("owner IS DISTINCT FROM %(me)s AND (owner IS NULL OR owner = ANY(%(dead)s) OR NOT EXISTS"  # noqa: S608 - fixed SQL; values go as parameters
+          f" (SELECT 1 FROM instances i WHERE i.id = generations.owner AND i.expires_at > {NOW}))")
 
 
 def tsquery(text: str) -> str | None:
@@ -241,16 +269,34 @@ class PostgresStore:
         return [(str(r["id"]), int(r["pid"])) for r in found]
 
     async def reap_lapsed(self, dead: list[str]) -> int:
+        """See GenerationStore.reap_lapsed: lapsed owners' rows end INTERRUPTED, submitted queue jobs stay."""
         count = await self._run(
-            "UPDATE generations SET status = %s, error = %s, finished_at = %s"  # noqa: S608 - fixed SQL fragments; values go as parameters
-            " WHERE status = %s AND owner IS DISTINCT FROM %s AND (owner IS NULL OR owner = ANY(%s)"
-            f" OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = generations.owner AND i.expires_at > {NOW}))",
-            (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, self.owner.id, dead))
+            "UPDATE generations SET status = %(interrupted)s, error = %(why)s, finished_at = %(now)s"  # noqa: S608 - fixed SQL fragments; values go as parameters
+            f" WHERE status = %(pending)s AND request_id IS NULL AND {LAPSED}",
+            {"interrupted": INTERRUPTED, "why": INTERRUPTED_ERROR, "now": utc_now(), "pending": PENDING,
+             "me": self.owner.id, "dead": dead})
         await self._run(f"DELETE FROM instances WHERE id != %s AND (id = ANY(%s) OR expires_at <= {NOW})",  # noqa: S608 - fixed SQL fragments; values go as parameters
                         (self.owner.id, dead))
         return count
 
+    async def claim_jobs(self, dead: list[str]) -> list[Generation]:
+        """See GenerationStore.claim_jobs. Claimers take one advisory lock in turn, and each UPDATE reads
+        a snapshot taken after the previous claimer committed: it sees that claimer's rows as owned by a
+        live lease, so no two instances ever take the same row (a row lock alone would let the second
+        re-check the row against a snapshot that predates the first claimer's lease)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
+            cur = await conn.execute(
+                f"UPDATE generations SET owner = %(me)s WHERE status = %(pending)s AND request_id IS NOT NULL"  # noqa: S608 - fixed SQL fragments; values go as parameters
+                f" AND {LAPSED} RETURNING {self._columns.replace('g.', '')}".encode(),
+                {"me": self.owner.id, "pending": PENDING, "dead": dead})
+            found = await cur.fetchall()
+        return sorted((Generation.from_row(r) for r in found), key=lambda g: g.id)
+
     async def release(self) -> int:
+        """See GenerationStore.release: own rows end INTERRUPTED, submitted queue jobs lose their owner."""
+        await self._run("UPDATE generations SET owner = NULL WHERE status = %s AND owner = %s"
+                        " AND request_id IS NOT NULL", (PENDING, self.owner.id))
         count = await self._run(
             "UPDATE generations SET status = %s, error = %s, finished_at = %s WHERE status = %s AND owner = %s",
             (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, self.owner.id))
@@ -260,72 +306,101 @@ class PostgresStore:
     # -- generations --------------------------------------------------------------------------------
 
     async def insert_pending(self, prompt: str, parameters: dict[str, Any], caller: str | None = None,
-                             status: str = PENDING) -> Generation:
+                             status: str = PENDING, *, meta: CallMeta | None = None) -> Generation:
+        meta = meta or CallMeta()
         created = utc_now()
         row = await self._one(
-            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner)"
-            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner, model, operation,"
+            " parent_id, cost_usd) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (created, prompt, json.dumps(parameters, ensure_ascii=False, sort_keys=True), status, caller,
-             self.owner.id))
+             self.owner.id, meta.model, meta.operation, meta.parent_id, meta.cost_usd))
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always answers one row
         return Generation(int(row["id"]), created, prompt, parameters, None, status, None, None, None, None,
-                          caller=caller)
+                          caller=caller, model=meta.model, operation=meta.operation, parent_id=meta.parent_id,
+                          cost_usd=meta.cost_usd)
 
     async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
                               per_minute: int | None, daily: int | None, minute_since: str,
-                              day_since: str) -> Admission:
-        """Count and insert in one transaction holding the caller's advisory lock: replicas admitting the
-        same caller queue on it, so together they admit exactly the allowance."""
+                              day_since: str, meta: CallMeta | None = None,
+                              budget_usd: float | None = None) -> Admission:
+        """Count, sum the spend and insert in one transaction holding the caller's advisory lock: replicas
+        admitting the same caller queue on it, so together they admit exactly the allowance and never
+        pass the budget (see GenerationStore.insert_admitted for the rules)."""
+        meta = meta or CallMeta()
         created = utc_now()
+        mine = ("FROM generations WHERE caller IS NOT DISTINCT FROM %(caller)s AND status <> ALL(%(refused)s)"
+                " AND timestamp >=")
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (caller or "",))
             cur = await conn.execute(
                 "WITH hit (x) AS (SELECT CASE"  # noqa: S608 - fixed SQL fragments; values go as parameters
-                " WHEN %(pm)s::int IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS NOT DISTINCT"
-                "   FROM %(caller)s AND timestamp >= %(minute)s AND status != %(rl)s) >= %(pm)s THEN 'per-minute'"
-                " WHEN %(daily)s::int IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS NOT"
-                "   DISTINCT FROM %(caller)s AND timestamp >= %(day)s AND status != %(rl)s) >= %(daily)s"
-                "   THEN 'daily' END)"
-                " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, status, error,"
-                " duration_ms, attempts, finished_at)"
-                " SELECT %(ts)s, %(prompt)s, %(params)s, %(caller)s, %(owner)s,"
-                " CASE WHEN x IS NULL THEN %(pending)s ELSE %(rl)s END, x || ' limit',"
+                f" WHEN %(pm)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(minute)s) >= %(pm)s THEN 'per-minute'"
+                f" WHEN %(daily)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(day)s) >= %(daily)s THEN 'daily'"
+                f" WHEN %(budget)s::float8 IS NOT NULL AND (SELECT COALESCE(SUM(COALESCE(cost_usd, 0)), 0) {mine}"
+                "   %(day)s) + %(price)s::float8 > %(budget)s::float8 + %(eps)s::float8 THEN 'budget' END)"
+                " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, model, operation,"
+                " parent_id, status, error, cost_usd, duration_ms, attempts, finished_at)"
+                " SELECT %(ts)s, %(prompt)s, %(params)s, %(caller)s, %(owner)s, %(model)s, %(operation)s,"
+                " %(parent)s::bigint,"
+                " CASE WHEN x IS NULL THEN %(pending)s WHEN x = 'budget' THEN %(over)s ELSE %(rl)s END,"
+                " CASE WHEN x = 'budget' THEN x ELSE x || ' limit' END,"
+                " CASE WHEN x IS NULL THEN %(cost)s::float8 ELSE 0 END,"
                 " CASE WHEN x IS NULL THEN NULL ELSE 0 END, CASE WHEN x IS NULL THEN NULL ELSE 0 END,"
                 " CASE WHEN x IS NULL THEN NULL ELSE %(ts)s END FROM hit RETURNING " + self._columns.replace("g.", ""),
                 {"pm": per_minute, "daily": daily, "caller": caller, "minute": minute_since, "day": day_since,
-                 "rl": RATE_LIMITED, "ts": created, "prompt": prompt, "owner": self.owner.id, "pending": PENDING,
+                 "refused": list(REFUSED), "budget": budget_usd, "price": meta.cost_usd or 0.0,
+                 "eps": BUDGET_EPSILON, "rl": RATE_LIMITED, "over": BUDGET_EXCEEDED, "ts": created,
+                 "prompt": prompt, "owner": self.owner.id, "pending": PENDING, "model": meta.model,
+                 "operation": meta.operation, "parent": meta.parent_id, "cost": meta.cost_usd,
                  "params": json.dumps(parameters, ensure_ascii=False, sort_keys=True)})
             row = await cur.fetchone()
         assert row is not None  # noqa: S101 - INSERT ... SELECT from a one-row CTE answers one row
-        refused = row["error"].removesuffix(" limit") if row["status"] == RATE_LIMITED else None
-        return Admission(Generation.from_row(row), refused)
+        return Admission(Generation.from_row(row), refused_by(row))
 
     async def usage(self, caller: str | None, minute_since: str, day_since: str) -> Usage:
-        mine = "FROM generations WHERE caller IS NOT DISTINCT FROM %(caller)s AND status != %(rl)s AND timestamp >="
+        mine = ("FROM generations WHERE caller IS NOT DISTINCT FROM %(caller)s AND status <> ALL(%(refused)s)"
+                " AND timestamp >=")
         row = await self._one(
             f"SELECT (SELECT COUNT(*) {mine} %(minute)s) AS minute, (SELECT MIN(timestamp) {mine} %(minute)s)"
             f" AS oldest, (SELECT COUNT(*) {mine} %(day)s) AS day",
-            {"minute": minute_since, "day": day_since, "caller": caller, "rl": RATE_LIMITED})
+            {"minute": minute_since, "day": day_since, "caller": caller, "refused": list(REFUSED)})
         assert row is not None  # noqa: S101 - a SELECT without FROM answers one row
         return Usage(int(row["minute"]), int(row["day"]), row["oldest"])
+
+    async def spend_since(self, caller: str | None, day_since: str) -> float:
+        row = await self._one(
+            "SELECT COALESCE(SUM(COALESCE(cost_usd, 0)), 0)::float8 AS spent FROM generations"
+            " WHERE caller IS NOT DISTINCT FROM %s AND timestamp >= %s AND status <> ALL(%s)",
+            (caller, day_since, list(REFUSED)))
+        return float(row["spent"]) if row else 0.0
 
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
                      error: str | None = None, http_status: int | None = None,
                      duration_ms: int | None = None, image: StoredImageInfo | None = None,
                      attempts: int | None = None, queue_ms: int | None = None,
-                     upstream_error: str | None = None) -> Generation:
+                     upstream_error: str | None = None, cost_usd: float | None = None) -> Generation:
         row = await self._one(
             "UPDATE generations AS g SET status = %s, image_url = %s, error = %s, http_status = %s,"  # noqa: S608 - fixed SQL fragments; values go as parameters
             " duration_ms = %s, finished_at = %s, image_path = %s, image_bytes = %s, image_sha256 = %s,"
-            " image_mime = %s, attempts = %s, queue_ms = %s, upstream_error = %s WHERE id = %s RETURNING "
-            + self._columns,
+            " image_mime = %s, attempts = %s, queue_ms = %s, upstream_error = %s,"
+            " cost_usd = COALESCE(%s::float8, g.cost_usd) WHERE id = %s RETURNING " + self._columns,
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
              image.sha256 if image else None, image.mime if image else None, attempts, queue_ms,
-             upstream_error, gen_id))
+             upstream_error, cost_usd, gen_id))
         if row is None:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
         return Generation.from_row(row)
+
+    async def set_request_id(self, gen_id: int, request_id: str) -> None:
+        await self._run("UPDATE generations SET request_id = %s WHERE id = %s AND status = %s",
+                        (request_id, gen_id, PENDING))
+
+    async def children(self, gen_id: int, limit: int = 100) -> list[Generation]:
+        found = await self._all(
+            f"SELECT {self._columns} FROM generations g WHERE g.parent_id = %s ORDER BY g.id DESC LIMIT %s",  # noqa: S608 - column names from the catalogue
+            (gen_id, limit))
+        return [Generation.from_row(r) for r in found]
 
     async def get(self, gen_id: int) -> Generation | None:
         row = await self._one(f"SELECT {self._columns} FROM generations g WHERE g.id = %s", (gen_id,))  # noqa: S608 - column names from the catalogue

@@ -18,7 +18,17 @@ import aiosqlite
 
 from app.net import is_http_url
 from app.storage.oauth_records import OAUTH_SCHEMA, OAuthRecords
-from app.storage.rows import INTERRUPTED_ERROR, RATE_LIMITED, Admission, Instance, Usage
+from app.storage.rows import (
+    BUDGET_EPSILON,
+    BUDGET_EXCEEDED,
+    INTERRUPTED_ERROR,
+    RATE_LIMITED,
+    Admission,
+    CallMeta,
+    Instance,
+    Usage,
+    refused_by,
+)
 
 # Each entry migrates the schema from version i to i + 1 (`PRAGMA user_version`).
 MIGRATIONS: list[str] = [
@@ -101,6 +111,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sessions_expires_at ON sessions (expires_at);
     """,
+    # 9: which model and operation made a row (every older row was SDXL text-to-image: constant
+    # defaults, so adding them rewrites nothing), the generation it was made from, what it cost
+    # (NULL: not recorded), and Pixazo's queue job id while a submitted job runs, so that another
+    # instance can resume polling it after a restart.
+    """
+    ALTER TABLE generations ADD COLUMN model TEXT NOT NULL DEFAULT 'sdxl';
+    ALTER TABLE generations ADD COLUMN operation TEXT NOT NULL DEFAULT 'generate';
+    ALTER TABLE generations ADD COLUMN parent_id INTEGER;
+    ALTER TABLE generations ADD COLUMN cost_usd REAL;
+    ALTER TABLE generations ADD COLUMN request_id TEXT;
+    CREATE INDEX generations_parent_id ON generations (parent_id, id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX generations_pending_jobs ON generations (id)
+        WHERE status = 'PENDING' AND request_id IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -136,6 +160,7 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+
 @dataclass(frozen=True)
 class Generation:
     """One row of `generations`."""
@@ -159,6 +184,12 @@ class Generation:
     caller: str | None = None
     # Pixazo's own words (an error body, an unusable answer): for operators, never in public().
     upstream_error: str | None = None
+    model: str = "sdxl"
+    operation: str = "generate"
+    parent_id: int | None = None  # the generation this one was made from (an edit, a regeneration)
+    cost_usd: float | None = None  # None: not recorded (an unknown price)
+    # Pixazo's queue job id while a submitted job is polled: internal, never in public().
+    request_id: str | None = None
 
     @property
     def resource_uri(self) -> str | None:
@@ -174,7 +205,9 @@ class Generation:
             image_path=row.get("image_path"), image_bytes=row.get("image_bytes"),
             image_sha256=row.get("image_sha256"), image_mime=row.get("image_mime"),
             attempts=row.get("attempts"), queue_ms=row.get("queue_ms"), caller=row.get("caller"),
-            upstream_error=row.get("upstream_error"),
+            upstream_error=row.get("upstream_error"), model=row.get("model") or "sdxl",
+            operation=row.get("operation") or "generate", parent_id=row.get("parent_id"),
+            cost_usd=row.get("cost_usd"), request_id=row.get("request_id"),
         )
 
     def public(self) -> dict[str, Any]:
@@ -187,7 +220,8 @@ class Generation:
             "error": self.error, "http_status": self.http_status, "duration_ms": self.duration_ms,
             "finished_at": self.finished_at, "resource_uri": self.resource_uri,
             "image_mime": self.image_mime, "image_bytes": self.image_bytes, "image_sha256": self.image_sha256,
-            "attempts": self.attempts, "caller": self.caller,
+            "attempts": self.attempts, "caller": self.caller, "model": self.model, "operation": self.operation,
+            "parent_id": self.parent_id, "cost_usd": self.cost_usd,
         }
 
 
@@ -364,22 +398,48 @@ class GenerationStore:
             "SELECT id, pid FROM instances WHERE host = ? AND id != ?", (self.owner.host, self.owner.id))
         return [(str(r[0]), int(r[1])) for r in found]
 
+    def _lapsed(self, dead: list[str]) -> tuple[str, tuple[Any, ...]]:
+        """The condition (and its values) for a row whose owner is gone: no owner, a process known to be
+        gone (`dead`), or no live lease; never this instance."""
+        marks = ", ".join("?" for _ in dead) or "NULL"
+        return (f"owner IS NOT ? AND (owner IS NULL OR owner IN ({marks}) OR NOT EXISTS (SELECT 1 FROM"  # noqa: S608 - placeholders only
+                f" instances i WHERE i.id = generations.owner AND i.expires_at > {SQLITE_NOW}))",
+                (self.owner.id, *dead))
+
     async def reap_lapsed(self, dead: list[str]) -> int:
         """PENDING rows whose owner's lease lapsed (or whose owner process is gone: `dead`) become
-        INTERRUPTED, never re-sent (the generation may have been paid). Live owners' rows stay."""
-        marks = ", ".join("?" for _ in dead) or "NULL"
+        INTERRUPTED, never re-sent (the generation may have been paid). Live owners' rows stay, and so
+        do submitted queue jobs (a request id): they are resumed (claim_jobs), not given up."""
+        lapsed, values = self._lapsed(dead)
         cur = await self._conn.execute(
-            "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ? AND owner IS NOT ?"  # noqa: S608 - fixed SQL fragments; values go as parameters
-            f" AND (owner IS NULL OR owner IN ({marks}) OR NOT EXISTS (SELECT 1 FROM instances i"
-            f" WHERE i.id = generations.owner AND i.expires_at > {SQLITE_NOW}))",
-            (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, self.owner.id, *dead))
+            "UPDATE generations SET status = ?, error = ?, finished_at = ?"  # noqa: S608 - fixed SQL fragments; values go as parameters
+            f" WHERE status = ? AND request_id IS NULL AND {lapsed}",
+            (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, *values))
+        marks = ", ".join("?" for _ in dead) or "NULL"
         await self._conn.execute(
             f"DELETE FROM instances WHERE id != ? AND (id IN ({marks}) OR expires_at <= {SQLITE_NOW})",  # noqa: S608
             (self.owner.id, *dead))
         return cur.rowcount
 
+    async def claim_jobs(self, dead: list[str]) -> list[Generation]:
+        """Take over the submitted queue jobs (PENDING with a request id) whose owner is gone, by the
+        rule of reap_lapsed, and return them (oldest first) for this instance to resume polling.
+
+        One statement under SQLite's single writer: each row goes to exactly one claimer. Renew this
+        instance's lease first, or another instance may take the rows straight back."""
+        lapsed, values = self._lapsed(dead)
+        found = await self._conn.execute_fetchall(
+            f"UPDATE generations SET owner = ? WHERE status = ? AND request_id IS NOT NULL AND {lapsed}"  # noqa: S608 - fixed SQL fragments; values go as parameters
+            " RETURNING *", (self.owner.id, PENDING, *values))
+        return sorted((Generation.from_row(dict(r)) for r in found), key=lambda g: g.id)
+
     async def release(self) -> int:
-        """On a clean stop: this instance's own rows still PENDING end INTERRUPTED; its lease ends."""
+        """On a clean stop: this instance's own rows still PENDING end INTERRUPTED; its lease ends.
+        Submitted queue jobs stay PENDING with no owner, so that any instance may resume them at once.
+        Returns how many rows ended INTERRUPTED."""
+        await self._conn.execute(
+            "UPDATE generations SET owner = NULL WHERE status = ? AND owner = ? AND request_id IS NOT NULL",
+            (PENDING, self.owner.id))
         cur = await self._conn.execute(
             "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ? AND owner = ?",
             (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, self.owner.id))
@@ -387,75 +447,112 @@ class GenerationStore:
         return cur.rowcount
 
     async def insert_pending(self, prompt: str, parameters: dict[str, Any], caller: str | None = None,
-                             status: str = PENDING) -> Generation:
+                             status: str = PENDING, *, meta: CallMeta | None = None) -> Generation:
+        meta = meta or CallMeta()
         created = utc_now()
         # allow_nan=False: NaN and Infinity are not JSON (json_valid() refuses them); never store them.
         params_json = json.dumps(parameters, ensure_ascii=False, sort_keys=True, allow_nan=False)
         # execute_fetchall: one trip to the connection's thread and no cursor left to close.
         inserted = list(await self._conn.execute_fetchall(
-            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner)"
-            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            (created, prompt, params_json, status, caller, self.owner.id),
+            "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner, model, operation,"
+            " parent_id, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (created, prompt, params_json, status, caller, self.owner.id, meta.model, meta.operation,
+             meta.parent_id, meta.cost_usd),
         ))
         gen_id = int(inserted[0][0])
         return Generation(gen_id, created, prompt, parameters, None, status, None, None, None, None,
-                          caller=caller)
+                          caller=caller, model=meta.model, operation=meta.operation, parent_id=meta.parent_id,
+                          cost_usd=meta.cost_usd)
 
     async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
                               per_minute: int | None, daily: int | None, minute_since: str,
-                              day_since: str) -> Admission:
-        """Count the caller's calls and insert this one in one statement: SQLite's single writer makes
-        it atomic across every connection and process, so the allowance is exact. A refused call's row
-        is written finished (RATE_LIMITED)."""
+                              day_since: str, meta: CallMeta | None = None,
+                              budget_usd: float | None = None) -> Admission:
+        """Count the caller's calls (and sum its spend) and insert this one in one statement: SQLite's
+        single writer makes it atomic across every connection and process, so the allowance and the
+        budget are exact. Limits are checked first (per-minute, daily), then the budget: this call's
+        price (`meta.cost_usd`, None as 0) must fit in what the caller has left today. A refused call's
+        row is written finished (RATE_LIMITED or BUDGET_EXCEEDED), nothing charged."""
+        meta = meta or CallMeta()
         created = utc_now()
         found = list(await self._conn.execute_fetchall(
             "WITH hit (x) AS (SELECT CASE"
             " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
-            "   AND status != ?) >= ? THEN 'per-minute'"
+            "   AND status NOT IN (?, ?)) >= ? THEN 'per-minute'"
             " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
-            "   AND status != ?) >= ? THEN 'daily' END)"
-            " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, status, error,"
-            " duration_ms, attempts, finished_at)"
-            " SELECT ?, ?, ?, ?, ?, CASE WHEN x IS NULL THEN ? ELSE ? END, x || ' limit',"
+            "   AND status NOT IN (?, ?)) >= ? THEN 'daily'"
+            " WHEN ? IS NOT NULL AND (SELECT TOTAL(cost_usd) FROM generations WHERE caller IS ? AND timestamp >= ?"
+            "   AND status NOT IN (?, ?)) + ? > ? + ? THEN 'budget' END)"
+            " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, model, operation,"
+            " parent_id, status, error, cost_usd, duration_ms, attempts, finished_at)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?,"
+            " CASE WHEN x IS NULL THEN ? WHEN x = 'budget' THEN ? ELSE ? END,"
+            " CASE WHEN x = 'budget' THEN x ELSE x || ' limit' END, CASE WHEN x IS NULL THEN ? ELSE 0 END,"
             " CASE WHEN x IS NULL THEN NULL ELSE 0 END, CASE WHEN x IS NULL THEN NULL ELSE 0 END,"
             " CASE WHEN x IS NULL THEN NULL ELSE ? END FROM hit RETURNING *",
-            (per_minute, caller, minute_since, RATE_LIMITED, per_minute,
-             daily, caller, day_since, RATE_LIMITED, daily,
+            (per_minute, caller, minute_since, RATE_LIMITED, BUDGET_EXCEEDED, per_minute,
+             daily, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, daily,
+             budget_usd, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, meta.cost_usd or 0.0, budget_usd,
+             BUDGET_EPSILON,
              created, prompt, json.dumps(parameters, ensure_ascii=False, sort_keys=True), caller, self.owner.id,
-             PENDING, RATE_LIMITED, created)))
+             meta.model, meta.operation, meta.parent_id,
+             PENDING, BUDGET_EXCEEDED, RATE_LIMITED, meta.cost_usd, created)))
         row = dict(found[0])
-        refused = row["error"].removesuffix(" limit") if row["status"] == RATE_LIMITED else None
-        return Admission(Generation.from_row(row), refused)
+        return Admission(Generation.from_row(row), refused_by(row))
 
     async def usage(self, caller: str | None, minute_since: str, day_since: str) -> Usage:
         found = list(await self._conn.execute_fetchall(
-            "SELECT (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ? AND status != ?),"
-            " (SELECT MIN(timestamp) FROM generations WHERE caller IS ? AND timestamp >= ? AND status != ?),"
-            " (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ? AND status != ?)",
-            (caller, minute_since, RATE_LIMITED, caller, minute_since, RATE_LIMITED,
-             caller, day_since, RATE_LIMITED)))
+            "SELECT (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ? AND status NOT IN (?, ?)),"
+            " (SELECT MIN(timestamp) FROM generations WHERE caller IS ? AND timestamp >= ? AND status NOT IN (?, ?)),"
+            " (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ? AND status NOT IN (?, ?))",
+            (caller, minute_since, RATE_LIMITED, BUDGET_EXCEEDED, caller, minute_since, RATE_LIMITED,
+             BUDGET_EXCEEDED, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED)))
         minute, oldest, day = found[0]
         return Usage(int(minute), int(day), oldest)
+
+    async def spend_since(self, caller: str | None, day_since: str) -> float:
+        """What a caller's calls since `day_since` cost (refused calls and unknown prices count 0); the
+        calls in flight count at their price, as the budget check counts them."""
+        async with self._reading() as conn:
+            found = list(await conn.execute_fetchall(
+                "SELECT TOTAL(cost_usd) FROM generations WHERE caller IS ? AND timestamp >= ? AND status NOT IN (?, ?)",
+                (caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED)))
+        return float(found[0][0])
 
     async def finish(self, gen_id: int, status: str, *, image_url: str | None = None,
                      error: str | None = None, http_status: int | None = None,
                      duration_ms: int | None = None, image: StoredImageInfo | None = None,
                      attempts: int | None = None, queue_ms: int | None = None,
-                     upstream_error: str | None = None) -> Generation:
+                     upstream_error: str | None = None, cost_usd: float | None = None) -> Generation:
+        """End a call's row. `cost_usd` None keeps the price recorded at admission (0.0: not charged);
+        the request id stays, as a record of the Pixazo job."""
         # One trip to the connection's thread: the update and the finished row together.
         found = await self._conn.execute_fetchall(
             "UPDATE generations SET status = ?, image_url = ?, error = ?, http_status = ?,"
             " duration_ms = ?, finished_at = ?, image_path = ?, image_bytes = ?, image_sha256 = ?,"
-            " image_mime = ?, attempts = ?, queue_ms = ?, upstream_error = ? WHERE id = ? RETURNING *",
+            " image_mime = ?, attempts = ?, queue_ms = ?, upstream_error = ?, cost_usd = COALESCE(?, cost_usd)"
+            " WHERE id = ? RETURNING *",
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
              image.sha256 if image else None, image.mime if image else None, attempts, queue_ms,
-             upstream_error, gen_id),
+             upstream_error, cost_usd, gen_id),
         )
         rows = list(found)
         if not rows:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
         return Generation.from_row(dict(rows[0]))
+
+    async def set_request_id(self, gen_id: int, request_id: str) -> None:
+        """Record Pixazo's queue job id on a call in flight: from now on a restart resumes it."""
+        await self._conn.execute("UPDATE generations SET request_id = ? WHERE id = ? AND status = ?",
+                                 (request_id, gen_id, PENDING))
+
+    async def children(self, gen_id: int, limit: int = 100) -> list[Generation]:
+        """The generations made from this one (edits, regenerations), newest first."""
+        async with self._reading() as conn:
+            found = await conn.execute_fetchall(
+                "SELECT * FROM generations WHERE parent_id = ? ORDER BY id DESC LIMIT ?", (gen_id, limit))
+        return [Generation.from_row(dict(r)) for r in found]
 
     async def get(self, gen_id: int) -> Generation | None:
         async with self._reading() as conn, conn.execute("SELECT * FROM generations WHERE id = ?",

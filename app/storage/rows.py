@@ -6,9 +6,10 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # records imports this module
     from app.storage.records import Generation
@@ -50,11 +51,26 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class CallMeta:
+    """What a call is, beyond its prompt and parameters: written with its row when it is admitted.
+
+    `cost_usd` is the price charged for the call (None: not known); while the call is in flight it
+    already counts against the caller's daily budget, so concurrent calls cannot overspend it.
+    """
+
+    model: str = "sdxl"
+    operation: str = "generate"
+    parent_id: int | None = None
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
 class Admission:
-    """The row a call got: PENDING when admitted, RATE_LIMITED (already finished) when a limit refused it."""
+    """The row a call got: PENDING when admitted, or already finished when refused: RATE_LIMITED by a
+    limit, BUDGET_EXCEEDED by the daily budget."""
 
     generation: Generation
-    refused_by: str | None  # "per-minute" or "daily"
+    refused_by: str | None  # "per-minute", "daily" or "budget"
 
 
 @dataclass(frozen=True)
@@ -68,3 +84,17 @@ class Usage:
 
 INTERRUPTED_ERROR = "the server stopped before this call finished"
 RATE_LIMITED = "RATE_LIMITED"
+BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+# Refused before anything was sent: neither counts as a call against the limits nor as spend.
+REFUSED = (RATE_LIMITED, BUDGET_EXCEEDED)
+# A call may fit a budget exactly: sums of prices in floating point (0.07 + 0.07) must not refuse it.
+BUDGET_EPSILON = 1e-9
+
+
+def refused_by(row: Mapping[str, Any]) -> str | None:
+    """What refused an admission's row: "per-minute", "daily", "budget", or None when it was admitted."""
+    if row["status"] == RATE_LIMITED:
+        return str(row["error"]).removesuffix(" limit")
+    if row["status"] == BUDGET_EXCEEDED:
+        return "budget"
+    return None
