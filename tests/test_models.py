@@ -54,6 +54,8 @@ async def test_lightning_sends_its_own_field_names(settings: Settings, upstream:
                                             "height": 1024, "num_steps": 20, "guidance": 3.0, "seed": 42}]
     (row,) = rows(settings.db_path)
     assert row["status"] == "SUCCESS"
+    assert (row["model"], row["operation"], row["parent_id"], row["cost_usd"]) == (
+        "sdxl-lightning", "generate", None, 0.0)  # Lightning is free on Pixazo's price list
     # recorded as the caller named them, so the row can be repeated with the same tool arguments
     assert '"guidance_scale": 3.0' in row["parameters_json"]
     assert result.structured_content["parameters"]["negative_prompt"] == "blur"
@@ -77,6 +79,8 @@ async def test_sdxl_stays_the_default_with_the_operators_defaults(tmp_path: Path
     upstream.post(BASE + CATALOGUE["sdxl"].path, payload={"imageUrl": image})
     assert not (await call(settings, {"prompt": "p"})).is_error
     assert bodies(upstream, BASE + CATALOGUE["sdxl"].path)[0]["num_steps"] == 12
+    (row,) = rows(settings.db_path)
+    assert (row["model"], row["operation"], row["cost_usd"]) == ("sdxl", "generate", 0.0)
 
 
 @pytest.mark.parametrize(

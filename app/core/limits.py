@@ -13,7 +13,7 @@ from typing import Any
 
 from app.storage.database import RecordStore
 from app.storage.records import Generation
-from app.storage.rows import RATE_LIMITED
+from app.storage.rows import RATE_LIMITED, CallMeta
 
 __all__ = ["RATE_LIMITED", "CallerLimits", "Refusal"]
 
@@ -49,16 +49,16 @@ class CallerLimits:
     def _since(now: datetime) -> tuple[str, str]:
         return _iso(now - timedelta(seconds=60)), now.strftime("%Y-%m-%d")
 
-    async def record(self, prompt: str, parameters: dict[str, Any],
-                     caller: str | None) -> tuple[Generation, Refusal | None]:
+    async def record(self, prompt: str, parameters: dict[str, Any], caller: str | None,
+                     meta: CallMeta | None = None) -> tuple[Generation, Refusal | None]:
         """The call's row: PENDING when the limits admit it, else finished RATE_LIMITED with the reason."""
         if self.per_minute is None and self.daily is None:
-            return await self._store.insert_pending(prompt, parameters, caller), None
+            return await self._store.insert_pending(prompt, parameters, caller, meta=meta), None
         now = datetime.now(UTC)
         minute_since, day_since = self._since(now)
         admission = await self._store.insert_admitted(
             prompt, parameters, caller, per_minute=self.per_minute, daily=self.daily,
-            minute_since=minute_since, day_since=day_since)
+            minute_since=minute_since, day_since=day_since, meta=meta)
         if admission.refused_by is None:
             return admission.generation, None
         if admission.refused_by == "per-minute":

@@ -39,6 +39,7 @@ from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.images import ImageStore
 from app.storage.records import Generation
+from app.storage.rows import CallMeta
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,9 @@ class GenerationService:
 
     async def generate(self, request: GenerationRequest, caller: str | None = None) -> Outcome:
         """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens."""
-        pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller)
+        meta = CallMeta(model=request.model, operation=request.operation, parent_id=request.parent_id,
+                        cost_usd=request.endpoint.price(request.values))
+        pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller, meta)
         if refusal is not None:
             self._observe(pending)  # already finished RATE_LIMITED: nothing was sent
             return Outcome(pending, refusal.message)
