@@ -287,9 +287,11 @@ class PostgresStore:
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK,))
             cur = await conn.execute(
-                f"UPDATE generations SET owner = %(me)s WHERE status = %(pending)s AND request_id IS NOT NULL"  # noqa: S608 - fixed SQL fragments; values go as parameters
+                # The status as a literal: the partial index on submitted jobs matches it even in a
+                # generic (prepared) plan, where a parameter would not.
+                f"UPDATE generations SET owner = %(me)s WHERE status = '{PENDING}' AND request_id IS NOT NULL"  # noqa: S608 - fixed SQL fragments; values go as parameters
                 f" AND {LAPSED} RETURNING {self._columns.replace('g.', '')}".encode(),
-                {"me": self.owner.id, "pending": PENDING, "dead": dead})
+                {"me": self.owner.id, "dead": dead})
             found = await cur.fetchall()
         return sorted((Generation.from_row(r) for r in found), key=lambda g: g.id)
 

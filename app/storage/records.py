@@ -429,8 +429,9 @@ class GenerationStore:
         instance's lease first, or another instance may take the rows straight back."""
         lapsed, values = self._lapsed(dead)
         found = await self._conn.execute_fetchall(
-            f"UPDATE generations SET owner = ? WHERE status = ? AND request_id IS NOT NULL AND {lapsed}"  # noqa: S608 - fixed SQL fragments; values go as parameters
-            " RETURNING *", (self.owner.id, PENDING, *values))
+            # The status as a literal: the partial index on submitted jobs matches it (a parameter would not).
+            f"UPDATE generations SET owner = ? WHERE status = '{PENDING}' AND request_id IS NOT NULL AND {lapsed}"  # noqa: S608 - fixed SQL fragments; values go as parameters
+            " RETURNING *", (self.owner.id, *values))
         return sorted((Generation.from_row(dict(r)) for r in found), key=lambda g: g.id)
 
     async def release(self) -> int:
