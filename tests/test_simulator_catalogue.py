@@ -68,8 +68,14 @@ async def fetch_png(http: aiohttp.ClientSession, url: str) -> Image.Image:
         assert resp.status == 200
         assert resp.content_type == "image/png"
         data = await resp.read()
-    img = Image.open(io.BytesIO(data))
-    img.load()  # a full decode: a broken PNG fails here
+    # Pillow's decompression-bomb cap is process-wide, and servers started by earlier tests set it
+    # to their own pixel cap; results up to 2048 x 2048 are what is checked here.
+    before, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()  # a full decode: a broken PNG fails here
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
     return img
 
 
@@ -416,3 +422,21 @@ async def test_inpainting_fetches_both_inputs_and_refuses_one_it_cannot_reach(
     status, ctype, text = await post(http, sim, INPAINT, broken)
     assert (status, ctype) == (400, "application/json")
     assert "could not fetch maskUrl" in json.loads(text)["error"]
+
+
+async def test_inputs_are_sized_from_their_header_whatever_pillows_process_wide_cap_is(
+        sim: Simulator, client: PixazoClient) -> None:
+    """A server under test sets Pillow's decompression-bomb cap for its whole process, which the
+    simulator shares; an input over that cap is still a fine input for Pixazo."""
+    sim.queue_polls_before_done = 0
+    before, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, 1000
+    try:
+        job = await client.submit(UPSCALER, wire(UPSCALER, image=small_input(sim, 256, 192), scale=2))
+        assert job.request_id is not None
+        final = await client.poll(job.request_id)
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+    assert final.state == COMPLETED
+    assert final.image_url is not None
+    assert "-512x384-" in final.image_url
+    assert (sim.stats.fetches[-1]["width"], sim.stats.fetches[-1]["height"]) == (256, 192)
