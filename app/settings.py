@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import types
 import typing
@@ -27,6 +28,27 @@ def comma_list(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def caller_budgets(text: str) -> dict[str, float | None]:
+    """`alice:5, bob:0.5, ops:none` -> {"alice": 5.0, "bob": 0.5, "ops": None}; raises ValueError."""
+    out: dict[str, float | None] = {}
+    for item in comma_list(text):
+        name, sep, amount = item.rpartition(":")
+        name, amount = name.strip(), amount.strip()
+        if not sep or not name or name in out:
+            raise ValueError(f"{item!r} is not a new caller:USD pair")
+        if amount.lower() == "none":
+            out[name] = None
+            continue
+        try:
+            value = float(amount)
+        except ValueError:
+            raise ValueError(f"{item!r}: {amount!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{item!r}: a budget is a number >= 0")
+        out[name] = value
+    return out
 
 
 class Settings(BaseSettings):
@@ -129,6 +151,12 @@ class Settings(BaseSettings):
         "A legacy /mcp session with no request for this long is closed."))
     rate_limit_per_minute: int | None = Field(default=None, ge=1, description="Calls per caller per minute.")
     daily_limit: int | None = Field(default=None, ge=1, description="Generations per caller per UTC day.")
+    prices_file: Path | None = Field(default=None, description=(
+        "JSON file of prices per model (US dollars per call) over the catalogue's published ones."))
+    daily_budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False, description=(
+        "What one caller may spend per UTC day, in US dollars (unset: no cap)."))
+    caller_budgets_usd: Annotated[dict[str, float | None], NoDecode] = Field(default_factory=dict, description=(
+        "Per-caller daily budgets over the default: alice:5,bob:0.5 (none: no cap for that caller)."))
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Host headers accepted on /mcp (empty: loopback names only).")
     allowed_origins: Annotated[list[str], NoDecode] = Field(
@@ -203,6 +231,11 @@ class Settings(BaseSettings):
                 raise ValueError("PIXAZO_IMAGE_STORE must be a directory or s3://BUCKET/PREFIX")
         return value
 
+    @field_validator("caller_budgets_usd", mode="before")
+    @classmethod
+    def _caller_budgets(cls, value: Any) -> Any:
+        return caller_budgets(value) if isinstance(value, str) else value
+
     @field_validator("allowed_image_hosts", "allowed_hosts", "allowed_origins", "oauth_metadata_loopback_hosts",
                      "oidc_callers", mode="before")
     @classmethod
@@ -235,6 +268,8 @@ def _accepts(info: FieldInfo) -> str:
         text = "a file system path"
     elif typing.get_origin(kind) is list:
         text = "a comma-separated list"
+    elif typing.get_origin(kind) is dict:
+        text = "a comma-separated list of caller:USD (a number >= 0, or none)"
     else:
         text = "text"
     return text + (" (or unset)" if optional else "")

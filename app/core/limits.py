@@ -1,7 +1,9 @@
-"""Per-caller limits: a sliding one-minute window and a UTC-day count. One caller never touches another.
+"""Per-caller limits: a sliding one-minute window, a UTC-day count and a UTC-day budget in US dollars.
+One caller never touches another.
 
-The counts come from the shared record (the caller's rows), and each call is counted and recorded in one
-atomic step of the database, so several replicas on one database together admit exactly the allowance.
+The counts and the spend come from the shared record (the caller's rows), and each call is counted,
+priced and recorded in one atomic step of the database, so several replicas on one database together
+admit exactly the allowance and never spend past the budget.
 """
 
 from __future__ import annotations
@@ -11,18 +13,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app.core.costs import Budgets, usd
 from app.storage.database import RecordStore
 from app.storage.records import Generation
-from app.storage.rows import RATE_LIMITED, CallMeta
+from app.storage.rows import BUDGET_EXCEEDED, RATE_LIMITED, CallMeta
 
-__all__ = ["RATE_LIMITED", "CallerLimits", "Refusal"]
+__all__ = ["BUDGET_EXCEEDED", "RATE_LIMITED", "CallerLimits", "Refusal", "Spend"]
 
 
 @dataclass(frozen=True)
 class Refusal:
-    limit: str  # "per-minute" or "daily"
+    limit: str  # "per-minute", "daily" or "budget"
     retry_in_s: float
     message: str
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A caller's spend this UTC day in US dollars, its budget and what is left (None: no budget)."""
+
+    spent_usd: float
+    budget_usd: float | None
+    remaining_usd: float | None
 
 
 def _seconds_to_utc_midnight(now: datetime) -> float:
@@ -39,10 +51,16 @@ def _parse(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
+def _minutes(seconds: float) -> int:
+    return max(1, math.ceil(seconds / 60))
+
+
 class CallerLimits:
-    def __init__(self, per_minute: int | None, daily: int | None, store: RecordStore) -> None:
+    def __init__(self, per_minute: int | None, daily: int | None, store: RecordStore,
+                 budgets: Budgets | None = None) -> None:
         self.per_minute = per_minute
         self.daily = daily
+        self.budgets = budgets or Budgets(None)
         self._store = store
 
     @staticmethod
@@ -51,16 +69,33 @@ class CallerLimits:
 
     async def record(self, prompt: str, parameters: dict[str, Any], caller: str | None,
                      meta: CallMeta | None = None) -> tuple[Generation, Refusal | None]:
-        """The call's row: PENDING when the limits admit it, else finished RATE_LIMITED with the reason."""
-        if self.per_minute is None and self.daily is None:
-            return await self._store.insert_pending(prompt, parameters, caller, meta=meta), None
+        """The call's row: PENDING when the limits and the budget admit it, else finished RATE_LIMITED or
+        BUDGET_EXCEEDED with the reason. `meta.cost_usd` is the call's price (None: unknown)."""
+        meta = meta or CallMeta()
+        budget = self.budgets.for_caller(caller)
         now = datetime.now(UTC)
         minute_since, day_since = self._since(now)
+        if budget is not None and meta.cost_usd is None:
+            return await self._refuse_unpriced(prompt, parameters, caller, meta, budget, now)
+        # A free call is never refused by the budget, even when the caller is past it (a budget lowered
+        # during the day): the store's check would refuse any call once the spend exceeds the budget.
+        budget_usd = budget if budget is not None and meta.cost_usd else None
+        if self.per_minute is None and self.daily is None and budget_usd is None:
+            return await self._store.insert_pending(prompt, parameters, caller, meta=meta), None
         admission = await self._store.insert_admitted(
             prompt, parameters, caller, per_minute=self.per_minute, daily=self.daily,
-            minute_since=minute_since, day_since=day_since, meta=meta)
+            minute_since=minute_since, day_since=day_since, meta=meta, budget_usd=budget_usd)
         if admission.refused_by is None:
             return admission.generation, None
+        if admission.refused_by == "budget":
+            assert budget_usd is not None  # noqa: S101 - only a budget refuses for the budget
+            spent = await self._store.spend_since(caller, day_since)
+            wait = _seconds_to_utc_midnight(now)
+            return admission.generation, Refusal("budget", wait, (
+                f"Daily budget reached: this caller has spent {usd(spent)} of its {usd(budget_usd)} budget "
+                f"for this UTC day, and this call costs {usd(meta.cost_usd)} ({meta.model}). "
+                f"Nothing was sent to Pixazo. The budget resets at midnight UTC (in {_minutes(wait)} minutes); "
+                "free models (price $0) can still be used."))
         if admission.refused_by == "per-minute":
             usage = await self._store.usage(caller, minute_since, day_since)
             oldest = _parse(usage.oldest_in_minute) if usage.oldest_in_minute else now
@@ -72,7 +107,27 @@ class CallerLimits:
         return admission.generation, Refusal("daily", wait, (
             f"Daily limit reached: {self.daily} generations per UTC day for this caller. "
             f"Nothing was sent to Pixazo. Try again after midnight UTC "
-            f"(in {max(1, math.ceil(wait / 60))} minutes)."))
+            f"(in {_minutes(wait)} minutes)."))
+
+    async def _refuse_unpriced(self, prompt: str, parameters: dict[str, Any], caller: str | None,
+                               meta: CallMeta, budget: float, now: datetime) -> tuple[Generation, Refusal]:
+        """A call whose price is unknown cannot be checked against a budget: refused, never sent, since a
+        cap that lets unknown prices through caps nothing."""
+        message = (f"{meta.model} has no known price, so it cannot be checked against this caller's daily "
+                   f"budget of {usd(budget)}. Nothing was sent to Pixazo. An operator can give it a price "
+                   "in PIXAZO_PRICES_FILE.")
+        row = await self._store.insert_pending(prompt, parameters, caller, status=BUDGET_EXCEEDED,
+                                               meta=CallMeta(meta.model, meta.operation, meta.parent_id, 0.0))
+        done = await self._store.finish(row.id, BUDGET_EXCEEDED, error="budget: unknown price",
+                                        duration_ms=0, attempts=0)
+        return done, Refusal("budget", _seconds_to_utc_midnight(now), message)
+
+    async def spend(self, caller: str | None) -> Spend:
+        """What the caller spent this UTC day (calls in flight at their price), its budget and what is left."""
+        spent = await self._store.spend_since(caller, self._since(datetime.now(UTC))[1])
+        budget = self.budgets.for_caller(caller)
+        # Sums of prices in floating point (0.07 + 0.07 = 0.14000000000000001): round for people.
+        return Spend(round(spent, 6), budget, None if budget is None else round(max(0.0, budget - spent), 6))
 
     async def remaining(self, caller: str | None) -> dict[str, object]:
         out: dict[str, object] = {}

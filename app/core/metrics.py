@@ -21,14 +21,19 @@ class Metrics:
         self.in_flight = Gauge("pixazo_calls_in_flight", "Calls holding a slot to call Pixazo.",
                                registry=self.registry)
         self.queued = Gauge("pixazo_calls_queued", "Calls waiting for a slot.", registry=self.registry)
+        # Same caller label as pixazo_generations: the configured token names (a bounded set).
+        self.spend = Counter("pixazo_spend_usd", "US dollars spent at Pixazo by finished calls (their rows' "
+                             "cost_usd), by caller.", ["caller"], registry=self.registry)
         self.retries = Counter("pixazo_retries", "Retried attempts at Pixazo.", registry=self.registry)
         self.breaker = Enum("pixazo_breaker_state", "Circuit breaker state.",
                             states=["closed", "half_open", "open"], registry=self.registry)
         self.breaker_failures = Gauge("pixazo_breaker_consecutive_failures",
                                       "Consecutive gateway failures counted by the breaker.", registry=self.registry)
 
-    def generation(self, status: str, caller: str | None) -> None:
+    def generation(self, status: str, caller: str | None, cost_usd: float | None = None) -> None:
         self.generations.labels(status=status, caller=caller or "anonymous").inc()
+        if cost_usd:
+            self.spend.labels(caller=caller or "anonymous").inc(cost_usd)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 
 from app.core import messages
+from app.core.costs import Budgets, Prices, surely_not_charged
 from app.core.limits import CallerLimits
 from app.core.metrics import Metrics
 from app.core.requests import GenerationRequest
@@ -88,7 +89,7 @@ def status_for(exc: UpstreamError) -> str:
 
 class GenerationService:
     def __init__(self, settings: Settings, store: RecordStore, client: PixazoClient,
-                 images: ImageStore, metrics: Metrics | None = None) -> None:
+                 images: ImageStore, metrics: Metrics | None = None, prices: Prices | None = None) -> None:
         self.settings = settings
         self.store = store
         self.client = client
@@ -99,7 +100,9 @@ class GenerationService:
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not security
         self.in_flight = 0
         self.draining = False  # set on SIGTERM: cancellations then mean INTERRUPTED
-        self.limits = CallerLimits(settings.rate_limit_per_minute, settings.daily_limit, store)
+        self.prices = prices or Prices()
+        self.limits = CallerLimits(settings.rate_limit_per_minute, settings.daily_limit, store,
+                                   Budgets.from_settings(settings))
         self.metrics = metrics or Metrics()
         self.metrics.in_flight.set_function(lambda: self.cap.in_flight)
         self.metrics.queued.set_function(lambda: self.cap.waiting)
@@ -110,7 +113,7 @@ class GenerationService:
         return text.replace(key, "[redacted]") if key else text
 
     def _observe(self, gen: Generation) -> None:
-        self.metrics.generation(gen.status, gen.caller)
+        self.metrics.generation(gen.status, gen.caller, gen.cost_usd)
 
     def may_see(self, gen: Generation, viewer: str | None) -> bool:
         """PIXAZO_HISTORY_VISIBILITY: `team` shows every row to every caller, `own` only the viewer's."""
@@ -145,11 +148,11 @@ class GenerationService:
 
     async def generate(self, request: GenerationRequest, caller: str | None = None) -> Outcome:
         """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens."""
-        meta = CallMeta(model=request.model, operation=request.operation, parent_id=request.parent_id,
-                        cost_usd=request.endpoint.price(request.values))
+        meta = CallMeta(request.model, request.operation, request.parent_id,
+                        self.prices.price(request.endpoint, request.values))
         pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller, meta)
         if refusal is not None:
-            self._observe(pending)  # already finished RATE_LIMITED: nothing was sent
+            self._observe(pending)  # already finished RATE_LIMITED or BUDGET_EXCEEDED: nothing was sent
             return Outcome(pending, refusal.message)
         call = _Call(pending.id, caller)
         self.in_flight += 1
@@ -249,10 +252,12 @@ class GenerationService:
             call.attempts += 1
             remaining = call.deadline - time.monotonic()
             started = time.monotonic()
+            call.may_be_charged = True  # from the moment the request may leave us
             try:
                 answer = await self.client.submit(request.endpoint, body,
                                                   timeout_s=max(0.1, min(s.timeout_s, remaining)))
             except UpstreamError as exc:
+                call.may_be_charged = not surely_not_charged(exc)
                 self.metrics.upstream_latency.observe(time.monotonic() - started)
                 if not is_retryable(exc) or call.attempts > s.max_retries:
                     raise
@@ -294,7 +299,9 @@ class GenerationService:
             if status.state == COMPLETED and status.image_url is not None:
                 return status.image_url
             if status.state in TERMINAL_STATES:
-                raise UpstreamJobError(status.state, status.error or "no reason given")
+                failure = UpstreamJobError(status.state, status.error or "no reason given")
+                call.may_be_charged = not surely_not_charged(failure)
+                raise failure
 
 
 @dataclass
@@ -310,10 +317,16 @@ class _Call:
     deadline: float = 0.0
     request_id: str | None = None  # Pixazo's queue job, once submitted
     job_state: str | None = None
+    # Whether Pixazo may have charged for this call: False until a request may have left us, and again
+    # once the answer says nothing was made (costs.surely_not_charged). Retries happen only after such
+    # answers, so the last attempt decides.
+    may_be_charged: bool = False
 
     def fields(self) -> dict[str, Any]:
         return {
             "duration_ms": round((time.monotonic() - self.started) * 1000),
             "attempts": self.attempts,
             "queue_ms": None if self.queue_s is None else round(self.queue_s * 1000),
+            # None keeps the price recorded at admission; 0 says Pixazo surely charged nothing.
+            "cost_usd": None if self.may_be_charged else 0.0,
         }

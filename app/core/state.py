@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 from PIL import Image
 
+from app.core.costs import Prices
 from app.core.leases import LeaseKeeper
 from app.core.metrics import Metrics
 from app.core.service import GenerationService
@@ -64,6 +65,9 @@ async def open_blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
 
 @asynccontextmanager
 async def open_state(settings: Settings) -> AsyncIterator[AppState]:
+    # Checked once already by create_app (a bad file stops the command with one line); read again here
+    # so that every server built from these settings (tests build some without create_app) prices alike.
+    prices = await asyncio.to_thread(Prices.load, settings)
     # Image writes (fsync) and thumbnails run in worker threads: give them enough that a crowd of
     # calls finishing together does not queue behind a handful of fsyncs.
     asyncio.get_running_loop().set_default_executor(
@@ -90,7 +94,7 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             images = ImageStore(blobs, http, settings.allowed_image_hosts, max_bytes=settings.max_image_bytes,
                                 max_pixels=settings.max_image_pixels, max_downloads=settings.max_downloads,
                                 pool=pool)
-            service = GenerationService(settings, store, client, images, Metrics())
+            service = GenerationService(settings, store, client, images, Metrics(), prices)
             yield AppState(settings, http, store, service, instance)
     finally:
         await leases.stop()

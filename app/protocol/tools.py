@@ -345,6 +345,13 @@ class StatusResult(BaseModel):
     caller: str | None = Field(description="Your caller name (null when the server runs without tokens).")
     per_minute: LimitState | None = Field(description="Your per-minute allowance; null when unlimited.")
     daily: LimitState | None = Field(description="Your allowance for this UTC day; null when unlimited.")
+    spent_today_usd: float = Field(description=(
+        "What your calls cost this UTC day, in US dollars (calls in flight count at their price)."))
+    daily_budget_usd: float | None = Field(description=(
+        "What you may spend per UTC day, in US dollars; null when there is no budget. A call that would "
+        "pass it is refused (BUDGET_EXCEEDED) with nothing sent; it resets at midnight UTC."))
+    budget_remaining_usd: float | None = Field(description=(
+        "What is left of your budget today, in US dollars; null when there is no budget."))
     breaker: str = Field(description="closed (normal), open (Pixazo failing, calls paused) or half_open.")
     breaker_retry_in_s: float = Field(description="Seconds until calls are tried again, when open.")
     api_key_configured: bool = Field(description="Whether the server has a Pixazo key.")
@@ -354,16 +361,19 @@ class StatusResult(BaseModel):
 
 
 async def pix_status(ctx: Context) -> StatusResult:
-    """Your remaining limits, whether Pixazo is reachable (the circuit breaker) and whether the server
-    has a Pixazo key. Cheap: call it before a batch of generations."""
+    """Your remaining limits, your spend today and what is left of your budget, whether Pixazo is
+    reachable (the circuit breaker) and whether the server has a Pixazo key. Cheap: call it before a
+    batch of generations."""
     service = state_of(ctx).service
     caller = current_caller()
     remaining = await service.limits.remaining(caller)
+    spend = await service.limits.spend(caller)
     minute, daily = remaining.get("per_minute"), remaining.get("daily")
     return StatusResult(
         caller=caller,
         per_minute=LimitState.model_validate(minute) if minute else None,
         daily=LimitState.model_validate(daily) if daily else None,
+        spent_today_usd=spend.spent_usd, daily_budget_usd=spend.budget_usd, budget_remaining_usd=spend.remaining_usd,
         breaker=service.breaker.state, breaker_retry_in_s=round(service.breaker.retry_in(), 1),
         api_key_configured=service.client.has_key, calls_in_flight=service.cap.in_flight,
         calls_queued=service.cap.waiting, version=__version__,

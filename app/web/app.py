@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
+from app.core.costs import Prices
 from app.core.state import open_state
 from app.errors import BlobStoreError
 from app.identity.oauth import AuthorizationServer
@@ -92,6 +93,7 @@ class HostGuard:
 def create_app(settings: Settings) -> Starlette:
     """The whole server. Raises ConfigError when the settings would expose it unsafely."""
     tokens = load_tokens(settings)
+    Prices.load(settings)  # a bad PIXAZO_PRICES_FILE stops the start with one line (exit 2)
     try:
         engine = engine_of(settings.database)
     except ValueError as exc:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.costs import usd
 from app.errors import NotFoundError
 from app.identity.sessions import SESSION_TTL_S, end_session, session_caller, start_session
 from app.identity.tokens import TeamTokenVerifier
@@ -30,6 +31,19 @@ from app.storage.records import Generation, parse_generation_id
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 # `{% if url is http_url %}`: a link only for http(s), whatever an old row holds.
 TEMPLATES.env.tests["http_url"] = is_http_url
+
+
+UNKNOWN_COST = "\N{EN DASH}"  # what the pages show for any unknown value
+
+
+def cost_text(value: float | None) -> str:
+    """A row's cost for people: `free` when nothing was charged, a dash when unknown, else `$0.07`."""
+    if value is None:
+        return UNKNOWN_COST
+    return "free" if value == 0 else usd(value)
+
+
+TEMPLATES.env.filters["cost"] = cost_text
 PAGE_SIZE = 24
 SESSION_KEY = "sid"  # the session's id (app.identity.sessions); the cookie holds nothing else
 
