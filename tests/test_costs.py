@@ -3,6 +3,7 @@ row, daily budgets (exact, per caller, never blocking free calls), pix_status, /
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -21,7 +22,15 @@ from app.pixazo.simulator import Fault, Simulator
 from app.settings import Settings, SettingsError
 from app.storage.records import Generation
 from app.web.gallery import UNKNOWN_COST
-from tests.conftest import http_client, in_memory_client, live_server, make_settings, store_for
+from tests.conftest import (
+    TEST_KEY,
+    LiveServer,
+    http_client,
+    in_memory_client,
+    live_server,
+    make_settings,
+    store_for,
+)
 from tests.test_generate import BASE, Upstream
 from tests.test_startup import pixazo
 from tests.test_team import ALICE, BOB, TOKENS, bearer
@@ -311,3 +320,25 @@ async def test_the_gallery_shows_each_generations_cost(tmp_path: Path, sim: Simu
     assert [re.search(r'<dd id="cost">([^<]*)</dd>', d).group(1) for d in details] == [  # type: ignore[union-attr]
         "free", "$0.07", UNKNOWN_COST]
 
+
+
+async def test_two_replicas_on_one_database_never_pass_a_callers_budget_together(
+        tmp_path: Path, postgres_url: str) -> None:
+    # Calls overlap in flight (the simulator takes 0.3 s): each counts at its price from the moment it
+    # is admitted, in the database both replicas share.
+    async with Simulator(latency=0.3, api_key=TEST_KEY) as sim:
+        settings = make_settings(tmp_path, sim.url, database_url=SecretStr(postgres_url), auth_tokens=TOKENS,
+                                 session_secret=SecretStr("s" * 32), inline_image="none",
+                                 prices_file=prices_file(tmp_path, {"sdxl": 0.07}), daily_budget_usd=0.21)
+        async with live_server(settings) as one, live_server(settings) as two:
+
+            async def burst(live: LiveServer) -> list[Any]:
+                async with http_client(live, headers=bearer(ALICE)) as alice:
+                    return list(await asyncio.gather(*(alice.call_tool("pix_generate", {"prompt": f"p{i}"})
+                                                       for i in range(3))))
+
+            results = [r for batch in await asyncio.gather(burst(one), burst(two)) for r in batch]
+        assert sim.stats.requests == 3
+    assert sorted(r.is_error for r in results) == [False] * 3 + [True] * 3
+    statuses = sorted((g.status, g.cost_usd) for g in await recorded(postgres_url))
+    assert statuses == [("BUDGET_EXCEEDED", 0)] * 3 + [("SUCCESS", 0.07)] * 3
