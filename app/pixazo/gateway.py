@@ -171,7 +171,8 @@ class Endpoint:
     evidence: str
     fixed: Mapping[str, Any] = field(default_factory=dict)  # fields always sent
     # Published price per call in USD; None when none is published. `price_by` names the argument
-    # whose value picks the tier in `price_tiers` (the upscaler is priced by scale).
+    # whose value picks the tier in `price_tiers` (the upscaler is priced by scale). A call's price is
+    # computed in one place, app.core.costs.Prices, which also applies the operator's prices file.
     price_usd: float | None = 0.0
     price_by: str | None = None
     price_tiers: Mapping[int, float] = field(default_factory=dict)
@@ -184,11 +185,6 @@ class Endpoint:
             if value is not None:
                 out[arg.wire] = value
         return out | dict(self.fixed)
-
-    def price(self, values: Mapping[str, Any]) -> float | None:
-        if self.price_by is not None:
-            return self.price_tiers.get(int(values.get(self.price_by) or 0))
-        return self.price_usd
 
 
 PROMPT = Limit(1, 2000)
