@@ -440,3 +440,21 @@ async def test_inputs_are_sized_from_their_header_whatever_pillows_process_wide_
     assert final.image_url is not None
     assert "-512x384-" in final.image_url
     assert (sim.stats.fetches[-1]["width"], sim.stats.fetches[-1]["height"]) == (256, 192)
+
+
+async def test_a_job_fault_can_time_one_job_and_reset_keeps_the_jobs(http: aiohttp.ClientSession,
+                                                                      sim: Simulator) -> None:
+    sim.push(JobFault(state=COMPLETED, polls=4))
+    _, _, text = await post(http, sim, RMBG, wire(RMBG, image=small_input(sim)))
+    slow = json.loads(text)["request_id"]
+    _, _, text = await post(http, sim, RMBG, wire(RMBG, image=small_input(sim)))
+    usual = json.loads(text)["request_id"]  # the simulator's own timing: done on the third poll
+    assert [(await poll(http, sim, slow))["status"] for _ in range(5)] == [QUEUED] + [PROCESSING] * 3 + [COMPLETED]
+    sim.push(JobFault(state=FAILED), Fault(kind="http", status=503, route="status"))
+    async with http.post(sim.url + "/_sim/reset") as resp:
+        assert resp.status == 200
+    assert not sim.job_faults
+    assert not sim.status_faults
+    assert sim.stats.polls == {}
+    # the jobs are Pixazo's: a reset between tests does not lose one being polled
+    assert [(await poll(http, sim, usual))["status"] for _ in range(3)] == [QUEUED, PROCESSING, COMPLETED]
