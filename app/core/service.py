@@ -133,6 +133,11 @@ class GenerationService:
         return await self.store.page(limit=limit, status=status, query=query, before_id=before_id, caller=caller,
                                      owned_by=viewer, owned_only=self.settings.history_visibility == "own")
 
+    async def children(self, gen_id: int, viewer: str | None, limit: int) -> list[Generation]:
+        """The generations made from this one, newest first, only what the viewer may see."""
+        return await self.store.children(gen_id, limit, owned_by=viewer,
+                                         owned_only=self.settings.history_visibility == "own")
+
     async def callers_and_statuses(self, viewer: str | None) -> tuple[list[str], list[str]]:
         """The gallery's filter choices; under `own` the only caller is the viewer."""
         callers, statuses = await self.store.facets()

@@ -21,7 +21,7 @@ from app.errors import NotFoundError
 from app.identity.oauth import AuthorizationServer
 from app.identity.tokens import SCOPE, TeamTokenVerifier, current_caller
 from app.protocol.calllog import ToolCallLog
-from app.protocol.tools import all_tools, state_of
+from app.protocol.tools import all_tools, generation_detail, state_of
 from app.settings import Settings
 from app.storage.records import IMAGE_URI, parse_generation_id
 
@@ -96,12 +96,14 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
     @server.resource("pixazo://generations/{id}", name="generation", title="A recorded generation",
                      mime_type="application/json")
     async def generation(id: str, ctx: Context) -> dict[str, Any]:
-        """One generation's record: prompt, parameters, status, URLs, stored image details."""
+        """One generation's record: prompt, parameters, status, URLs, stored image details, and its
+        lineage (parent and children) as get_generation shows it."""
+        service, viewer = state_of(ctx).service, current_caller()
         try:
-            gen = await state_of(ctx).service.get(_parse_id(id), current_caller())
+            gen = await service.get(_parse_id(id), viewer)
         except NotFoundError as exc:
             raise ResourceError(str(exc)) from None
-        return gen.public()
+        return (await generation_detail(service, gen, viewer)).model_dump(mode="json")
 
     @server.resource(IMAGE_URI, name="generation-image", title="A generated image",
                      mime_type="image/png")

@@ -16,8 +16,9 @@ from pydantic_core import PydanticCustomError
 
 from app import __version__
 from app.core.extras import ExtraCaps, extra_problem
+from app.core.lineage import CHILDREN_SHOWN, lineage
 from app.core.requests import GenerationRequest, RequestProblem, build_request, problems_for, range_text
-from app.core.service import Outcome
+from app.core.service import GenerationService, Outcome
 from app.core.state import AppState
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
@@ -25,7 +26,7 @@ from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, SDXL_LIMITS
 from app.protocol.calllog import CALL_INFO
 from app.settings import Settings
 from app.storage.images import THUMB_MIME
-from app.storage.records import MAX_ID, MIN_ID
+from app.storage.records import MAX_ID, MIN_ID, Generation
 
 EXTRA_KWARG = "extra_arguments"
 GIVEN_KWARG = "given_arguments"  # which arguments the caller gave (the others take the model's defaults)
@@ -40,7 +41,7 @@ A generation usually takes 10-30 seconds."""
 
 
 class GenerationResult(BaseModel):
-    """The structured result of pix_generate."""
+    """The structured result of pix_generate (and of every tool that makes an image)."""
 
     id: int = Field(description="The generation's id.")
     status: str = Field(description="SUCCESS, or DOWNLOAD_FAILED when the image was made but not kept.")
@@ -52,6 +53,11 @@ class GenerationResult(BaseModel):
     image_mime: str | None = Field(default=None, description="MIME type of the stored image.")
     image_bytes: int | None = Field(default=None, description="Size of the stored image.")
     error: str | None = Field(default=None, description="Why the image could not be kept, if it was not.")
+    model: str = Field(default="sdxl", description="The Pixazo model that made it.")
+    operation: str = Field(default="generate", description=(
+        "What was done: generate, upscale, remove_background, inpaint or outpaint."))
+    parent_id: int | None = Field(default=None, description=(
+        "The generation this one was made from (an edit's input, a regeneration's original); null if none."))
 
 
 class GenerationRecord(BaseModel):
@@ -79,6 +85,45 @@ class GenerationRecord(BaseModel):
     parent_id: int | None = Field(default=None, description="The generation this one was made from (null if none).")
     cost_usd: float | None = Field(default=None, description=(
         "What the call cost in US dollars (0 when nothing was charged; null when not recorded)."))
+
+
+class GenerationSummary(BaseModel):
+    """Another generation of the same lineage, in short."""
+
+    id: int
+    operation: str = Field(description="generate, upscale, remove_background, inpaint or outpaint.")
+    model: str
+    status: str
+    resource_uri: str | None = Field(description="MCP resource with its stored image, when it was kept.")
+
+    @classmethod
+    def of(cls, gen: Generation) -> GenerationSummary:
+        return cls(id=gen.id, operation=gen.operation, model=gen.model, status=gen.status,
+                   resource_uri=gen.resource_uri)
+
+
+class GenerationDetail(GenerationRecord):
+    """One recorded generation with its lineage: what it was made from and what was made from it."""
+
+    parent: GenerationSummary | None = Field(default=None, description=(
+        "The generation this one was made from (an edit's input, a regeneration's original); null when "
+        "there is none or you may not see it."))
+    children: list[GenerationSummary] = Field(default_factory=list, description=(
+        f"Generations made from this one (edits, regenerations) that you may see, newest first, at most "
+        f"{CHILDREN_SHOWN}."))
+    more_children: bool = Field(default=False, description=(
+        "Whether there are more children than listed (list_generations cannot filter by parent; the "
+        "gallery's page shows the same newest ones)."))
+
+
+async def generation_detail(service: GenerationService, gen: Generation, viewer: str | None) -> GenerationDetail:
+    """A generation as get_generation and the pixazo://generations/{id} resource show it."""
+    found = await lineage(service, gen, viewer)
+    return GenerationDetail.model_validate({
+        **gen.public(), "parent": GenerationSummary.of(found.parent) if found.parent is not None else None,
+        "children": [GenerationSummary.of(child) for child in found.children],
+        "more_children": found.more_children,
+    })
 
 
 class GenerationPage(BaseModel):
@@ -193,6 +238,7 @@ async def generation_result(outcome: Outcome, state: AppState) -> CallToolResult
         id=gen.id, status=gen.status, image_url=gen.image_url, resource_uri=gen.resource_uri,
         prompt=gen.prompt, parameters=gen.parameters, created_at=gen.timestamp, image_mime=gen.image_mime,
         image_bytes=gen.image_bytes, error=gen.error if outcome.download_problem else None,
+        model=gen.model, operation=gen.operation, parent_id=gen.parent_id,
     ).model_dump(mode="json")
     params = gen.parameters
     shape = (f"({params.get('width')}x{params.get('height')}, seed {params.get('seed')}, "
@@ -324,13 +370,16 @@ async def list_generations(
 
 async def get_generation(ctx: Context,
                          id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation's id.")],
-                         ) -> GenerationRecord:
-    """Get one recorded generation by id: prompt, parameters, status, URLs and the stored image's details."""
+                         ) -> GenerationDetail:
+    """Get one recorded generation by id: prompt, parameters, status, URLs, the stored image's details,
+    its model and operation, the generation it was made from (`parent`) and those made from it
+    (`children`, newest first)."""
+    service, viewer = state_of(ctx).service, current_caller()
     try:
-        gen = await state_of(ctx).service.get(id, current_caller())
+        gen = await service.get(id, viewer)
     except NotFoundError as exc:
         raise ToolError(str(exc)) from None
-    return GenerationRecord.model_validate(gen.public())
+    return await generation_detail(service, gen, viewer)
 
 
 class LimitState(BaseModel):
@@ -385,8 +434,12 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 
 
 def all_tools(settings: Settings) -> list[Tool]:
+    # Imported here: pix_regenerate builds on this module's results and runner.
+    from app.protocol.lineage import pix_regenerate_tool
+
     return [
         pix_generate_tool(settings),
+        pix_regenerate_tool(),
         Tool.from_function(list_generations, title="List generations",
                            annotations=READ_ONLY.model_copy(update={"title": "List generations"})),
         Tool.from_function(get_generation, title="Get a generation",

@@ -398,10 +398,16 @@ class PostgresStore:
         await self._run("UPDATE generations SET request_id = %s WHERE id = %s AND status = %s",
                         (request_id, gen_id, PENDING))
 
-    async def children(self, gen_id: int, limit: int = 100) -> list[Generation]:
+    async def children(self, gen_id: int, limit: int = 100, *, owned_by: str | None = None,
+                       owned_only: bool = False) -> list[Generation]:
+        where = "g.parent_id = %s"
+        args: list[Any] = [gen_id]
+        if owned_only:
+            where += " AND g.caller IS NOT DISTINCT FROM %s"
+            args.append(owned_by)
         found = await self._all(
-            f"SELECT {self._columns} FROM generations g WHERE g.parent_id = %s ORDER BY g.id DESC LIMIT %s",  # noqa: S608 - column names from the catalogue
-            (gen_id, limit))
+            f"SELECT {self._columns} FROM generations g WHERE {where} ORDER BY g.id DESC LIMIT %s",  # noqa: S608 - column names from the catalogue
+            (*args, limit))
         return [Generation.from_row(r) for r in found]
 
     async def get(self, gen_id: int) -> Generation | None:

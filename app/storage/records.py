@@ -548,11 +548,19 @@ class GenerationStore:
         await self._conn.execute("UPDATE generations SET request_id = ? WHERE id = ? AND status = ?",
                                  (request_id, gen_id, PENDING))
 
-    async def children(self, gen_id: int, limit: int = 100) -> list[Generation]:
-        """The generations made from this one (edits, regenerations), newest first."""
+    async def children(self, gen_id: int, limit: int = 100, *, owned_by: str | None = None,
+                       owned_only: bool = False) -> list[Generation]:
+        """The generations made from this one (edits, regenerations), newest first.
+
+        `owned_only` restricts to the rows of `owned_by` (None: the anonymous rows), as in page().
+        """
+        sql = "SELECT * FROM generations WHERE parent_id = ?"
+        args: list[Any] = [gen_id]
+        if owned_only:
+            sql += " AND caller IS ?"
+            args.append(owned_by)
         async with self._reading() as conn:
-            found = await conn.execute_fetchall(
-                "SELECT * FROM generations WHERE parent_id = ? ORDER BY id DESC LIMIT ?", (gen_id, limit))
+            found = await conn.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
         return [Generation.from_row(dict(r)) for r in found]
 
     async def get(self, gen_id: int) -> Generation | None:

@@ -1,0 +1,138 @@
+"""pix_regenerate: repeat a recorded generation with some arguments changed (app.core.lineage builds the
+request; the result is pix_generate's). get_generation's parent and children are in app.protocol.tools."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools.base import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic_core import PydanticCustomError
+
+from app.core.lineage import OVERRIDABLE, RepeatProblem, repeat_request
+from app.core.requests import RequestProblem
+from app.errors import NotFoundError
+from app.identity.tokens import current_caller
+from app.pixazo.gateway import GENERATE_MODELS, SDXL_LIMITS
+from app.protocol.tools import GenerationResult, run_request, state_of
+from app.storage.records import MAX_ID, MIN_ID
+
+NOTHING_DONE = "Nothing was recorded or sent to Pixazo."
+ARGUMENTS = ("id", *OVERRIDABLE, "model")
+
+PIX_REGENERATE_DESCRIPTION = f"""Repeat a recorded generation, with some arguments changed.
+
+`id` names the generation (one you may see). The new call uses its model, operation and recorded
+arguments (prompt, size, steps, guidance, seed, negative prompt; an edit's input image again, as first
+given), with each argument you give here in place of the recorded one. `model` may switch a
+text-to-image generation to another of {", ".join(GENERATE_MODELS)}; then the prompt, negative prompt,
+size and seed carry over where the new model takes them, and steps and guidance take the new model's
+defaults unless given. A value the model does not take, or outside its range, is refused naming the model
+and the range, with nothing sent. The new generation's `parent_id` is `id`; the result is pix_generate's.
+A generation usually takes 10-30 seconds."""
+
+
+class _RegenerateArgsBase(ArgModelBase):
+    """Refuses unknown arguments (there is nowhere sensible to keep them) and explains bad ones."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, hide_input_in_errors=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _explain(cls, data: Any, handler: Any) -> Any:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            problems: list[str] = []
+            for err in exc.errors():
+                field = str(err["loc"][0]) if err["loc"] else ""
+                if err["type"] == "extra_forbidden":
+                    text = f"pix_regenerate takes no `{field}` (it takes {', '.join(ARGUMENTS)})"
+                elif err["type"] == "missing":
+                    text = f"`{field}` is required"
+                elif field == "model":
+                    text = f"`model` must be one of {', '.join(GENERATE_MODELS)}"
+                else:
+                    text = f"`{field}`: {err['msg']}"
+                if text not in problems:
+                    problems.append(text)
+            raise PydanticCustomError("invalid_arguments", "Invalid arguments: {problems}. " + NOTHING_DONE,
+                                      {"problems": "; ".join(problems)}) from None
+
+
+def _fields(bounded: bool) -> dict[str, Any]:
+    """The arguments; `bounded` adds the widest range any model takes (for the advertised schema only:
+    the row's own model checks each value, and its refusal names that model and its range)."""
+    def bounds(name: str, kind: type) -> dict[str, Any]:
+        if not bounded:
+            return {}
+        lim = SDXL_LIMITS[name]
+        if kind is str:
+            return {"min_length": int(lim.minimum), "max_length": int(lim.maximum)}
+        if kind is int:
+            return {"ge": int(lim.minimum), "le": int(lim.maximum), "multiple_of": lim.multiple_of}
+        return {"ge": lim.minimum, "le": lim.maximum}
+
+    def optional(name: str, kind: type, description: str) -> Any:
+        return (Annotated[kind | None, Field(description=description, **bounds(name, kind))], None)
+
+    return {
+        "id": (Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation to repeat.")], ...),
+        "prompt": optional("prompt", str, "A new prompt (models that take one)."),
+        "negative_prompt": optional("negative_prompt", str, "A new negative prompt (\"\" for none; not "
+                                    "taken by flux-schnell)."),
+        "width": optional("width", int, "A new width in pixels."),
+        "height": optional("height", int, "A new height in pixels."),
+        "num_steps": optional("num_steps", int, "New diffusion steps (flux-schnell: 1-8)."),
+        "guidance_scale": optional("guidance_scale", float, "New guidance (not taken by flux-schnell)."),
+        "seed": optional("seed", int, "A new seed: the same arguments with another seed give a variation."),
+        "model": (Annotated[Literal[GENERATE_MODELS] | None, Field(description=(
+            "Another text-to-image model (only when repeating a text-to-image generation)."))], None),
+    }
+
+
+def pix_regenerate_arguments() -> tuple[type[ArgModelBase], dict[str, Any]]:
+    """The input model (types only) and the advertised JSON schema (with the widest ranges)."""
+    args = create_model("pix_regenerateArguments", __base__=_RegenerateArgsBase, **_fields(False))
+    shown = create_model("pix_regenerateArguments", __base__=_RegenerateArgsBase, **_fields(True))
+    return args, shown.model_json_schema(by_alias=True)
+
+
+async def pix_regenerate(ctx: Context, id: int, prompt: str | None = None, negative_prompt: str | None = None,
+                         width: int | None = None, height: int | None = None, num_steps: int | None = None,
+                         guidance_scale: float | None = None, seed: int | None = None,
+                         model: str | None = None) -> CallToolResult:
+    state, viewer = state_of(ctx), current_caller()
+    try:
+        source = await state.service.get(id, viewer)
+    except NotFoundError as exc:
+        raise ToolError(f"{exc} {NOTHING_DONE}") from None
+    overrides = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
+                 "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
+    try:
+        repeat = await repeat_request(state.settings, source, overrides, model=model)
+    except (RepeatProblem, RequestProblem) as exc:
+        raise ToolError(f"Cannot repeat generation {id}: {exc}. {NOTHING_DONE}") from None
+    result = await run_request(ctx, state, repeat.request)
+    if repeat.not_carried:
+        result.content.append(TextContent(type="text", text=(
+            f"Not carried over to {repeat.request.model} from generation {id}: "
+            f"{', '.join(repeat.not_carried)} (its defaults applied).")))
+    return result
+
+
+def pix_regenerate_tool() -> Tool:
+    """Built by hand like pix_generate: its schema shows ranges its input model leaves to the row's model."""
+    args, schema = pix_regenerate_arguments()
+    return Tool(
+        fn=pix_regenerate, name="pix_regenerate", title="Repeat a generation (Pixazo)",
+        description=PIX_REGENERATE_DESCRIPTION, parameters=schema,
+        fn_metadata=FuncMetadata(arg_model=args, output_model=GenerationResult),
+        is_async=True, context_kwarg="ctx",
+        annotations=ToolAnnotations(title="Repeat a generation", read_only_hint=False, destructive_hint=False,
+                                    idempotent_hint=False, open_world_hint=True),
+    )
