@@ -3,10 +3,13 @@ MCP client; visibility under PIXAZO_HISTORY_VISIBILITY=own."""
 
 from __future__ import annotations
 
+import json
+import re
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from pydantic import SecretStr
 from yarl import URL
@@ -90,8 +93,6 @@ async def test_parent_and_children_only_as_far_as_the_viewer_may_see(
     assert summary(fifth["parent"]) == (None if own else (4, "generate", "sdxl", "SUCCESS",
                                                           "pixazo://generations/4/image"))
     # the resource shows the same lineage
-    import json
-
     shown = json.loads(resource.text)
     assert [c["id"] for c in shown["children"]] == [c["id"] for c in first["children"]]
     assert shown["parent"] is None
@@ -299,3 +300,71 @@ async def test_rows_that_cannot_be_repeated_are_refused_clearly(
     assert count == 2
     assert sim.stats.requests == 0
 
+
+
+# --- the gallery: a generation's chain, and the model and operation in the list -------------------
+
+def ids_in(page: str, element_id: str) -> list[int]:
+    """The generations listed in one of the detail page's chains, in page order."""
+    match = re.search(rf'id="{element_id}">(.*?)</(?:ol|ul)>', page, re.S)
+    return [int(found) for found in re.findall(r'data-id="(\d+)"', match[1])] if match else []
+
+
+@pytest.mark.parametrize("visibility", ["team", "own"])
+async def test_the_gallery_shows_the_chain_the_viewer_may_see(
+        tmp_path: Path, sim: Simulator, database_url: str, visibility: str) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none", history_visibility=visibility,
+                             database_url=SecretStr(database_url), session_secret=SecretStr("s" * 40),
+                             auth_tokens=SecretStr(f"alice:{ALICE},bob:{BOB}"))
+    own = visibility == "own"
+    store = await store_for(database_url)
+    async with live_server(settings) as live, AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {ALICE}"}))
+        bob = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {BOB}"}))
+        await alice.call_tool("pix_generate", {"prompt": "a lighthouse"})  # 1
+        await alice.call_tool("pix_regenerate", {"id": 1, "seed": 2})  # 2
+        await alice.call_tool("pix_regenerate", {"id": 2, "seed": 3})  # 3
+        bobs_child = await seed(store, "bob's upscale", "bob", 2, model="crystal-upscaler", operation="upscale")  # 4
+        await bob.call_tool("pix_generate", {"prompt": "bob's boat"})  # 5
+        alices_of_bobs = await seed(store, "alice's cut-out", "alice", 5, model="bria-rmbg-2.0",
+                                    operation="remove_background")  # 6
+        # a long chain of alice's: only the nearest ancestors are walked
+        long_chain = [alices_of_bobs]
+        for n in range(12):
+            long_chain.append(await seed(store, f"step {n}", "alice", long_chain[-1]))
+        async with AsyncExitStack() as pages:
+            http = await pages.enter_async_context(
+                httpx2.AsyncClient(base_url=live.url, headers={"Authorization": f"Bearer {ALICE}"}))
+            third, second = (await http.get("/gallery/3")).text, (await http.get("/gallery/2")).text
+            sixth, last = (await http.get("/gallery/6")).text, (await http.get(f"/gallery/{long_chain[-1]}")).text
+            index = (await http.get("/gallery")).text
+            thumbs = [(await http.get(f"/images/{n}/thumb")).headers["content-type"] for n in (1, 2)]
+    await store.close()
+
+    # generation 3: its ancestors oldest first, each linked with its thumbnail, then itself
+    assert ids_in(third, "ancestors") == [1, 2, 3]
+    assert '<a class="thumb" href="/gallery/1"' in third
+    assert '<img src="/images/1/thumb"' in third
+    assert '<a class="thumb" href="/gallery/2"' in third
+    assert '<img src="/images/2/thumb"' in third
+    assert 'aria-current="page"' in third
+    assert 'href="/gallery/3"' not in third
+    assert ids_in(third, "children") == []
+    assert thumbs == ["image/jpeg", "image/jpeg"]
+    # generation 2: its parent, and its children newest first (bob's only where alice may see it)
+    assert ids_in(second, "ancestors") == [1, 2]
+    assert ids_in(second, "children") == ([3] if own else [bobs_child, 3])
+    assert ('href="/gallery/4"' in second) is not own
+    # generation 6 was made from bob's 5: shown only where alice may see it, and never walked through
+    assert ids_in(sixth, "ancestors") == ([] if own else [5, 6])
+    assert ("#5 (not visible to you)" in sixth) is own
+    assert ('href="/gallery/5"' in sixth) is not own
+    # a long chain: the nearest ten ancestors, and a note that there were earlier ones
+    assert ids_in(last, "ancestors") == [*long_chain[-11:-1], long_chain[-1]]
+    assert 'id="chain-cut"' in last
+    assert 'id="chain-cut"' not in third
+    # the list shows each generation's model and operation, and where it came from
+    assert '<span class="op">generate</span> · <span class="model">sdxl</span> · from <a href="/gallery/2">#2</a>' \
+        in index
+    assert '<span class="op">remove background</span> · <span class="model">bria-rmbg-2.0</span>' in index
+    assert ('<span class="model">crystal-upscaler</span>' in index) is not own

@@ -29,7 +29,8 @@ INSTRUCTIONS = (
     "Generates images with Pixazo (Stable Diffusion XL). Call pix_generate with a prompt; "
     "a call takes 10-30 seconds and returns the image URL, a link to the stored copy "
     "(pixazo://generations/{id}/image) and a thumbnail. list_generations and get_generation "
-    "search the history."
+    "search the history (get_generation shows what a generation was made from and what was made from "
+    "it); pix_regenerate repeats a generation with some arguments changed."
 )
 # Any id segment: parse_generation_id decides what is an id (not `\d`, which matches U+0661 too).
 IMAGE_URI_PATTERN = re.compile(re.escape(IMAGE_URI).replace(r"\{id\}", r"([^/]+)"))

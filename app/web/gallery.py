@@ -20,6 +20,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.costs import usd
+from app.core.lineage import ancestors, lineage
 from app.errors import NotFoundError
 from app.identity.sessions import SESSION_TTL_S, end_session, session_caller, start_session
 from app.identity.tokens import TeamTokenVerifier
@@ -161,12 +162,19 @@ class Gallery:
         if self.verifier is not None and signed_in is None:
             return self._login_redirect(request)
         gen = await self.generation(request)
-        if gen is None:
+        state = self.runtime.state
+        if gen is None or state is None:
             return TEMPLATES.TemplateResponse(request, "missing.html", {"id": request.path_params["id"]},
                                               status_code=404)
+        # The chain: ancestors walked up from the parent (bounded; stops at a row the viewer may not
+        # see), oldest first on the page, then the children, newest first.
+        chain = list(reversed(await ancestors(state.service, gen, signed_in)))
+        found = await lineage(state.service, gen, signed_in)
         return TEMPLATES.TemplateResponse(request, "detail.html", {
             "gen": gen, "parameters_json": json.dumps(gen.parameters, indent=2, ensure_ascii=False, sort_keys=True),
             "signed_in": signed_in, "auth": self.verifier is not None,
+            "chain": chain, "chain_cut": (chain[0] if chain else gen).parent_id is not None,
+            "children": found.children, "more_children": found.more_children,
         })
 
     async def login_form(self, request: Request) -> Response:
