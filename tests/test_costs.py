@@ -13,6 +13,7 @@ import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from yarl import URL
 
 from app.core.costs import Budgets, Prices, PricesFileError, parse_prices, usd
 from app.core.requests import build_request
@@ -276,6 +277,37 @@ async def test_a_queue_job_that_errors_costs_nothing_and_one_that_fails_keeps_it
         ("JOB_ERROR", "remove_background", 0), ("JOB_FAILED", "remove_background", 0.018)]
     assert 'pixazo_spend_usd_total{caller="alice"} 0.018' in metrics
 
+
+
+async def test_a_queue_job_cancelled_while_polled_keeps_its_price(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, BASE, poll_base_s=0.01, poll_cap_s=0.02)
+    remover = CATALOGUE["bria-rmbg-2.0"]
+    status_url = BASE + STATUS_PATH.format(request_id="job-1")
+    with Upstream() as upstream:
+        upstream.post(BASE + remover.path, status=202, payload={"request_id": "job-1", "status": "QUEUED"})
+        upstream.get(status_url, payload={"request_id": "job-1", "status": "PROCESSING"}, repeat=True)
+        async with open_state(settings) as state:
+            request = build_request(settings, remover, {"image": "https://example.test/in.png"},
+                                    inputs={"image": "https://example.test/in.png"})
+            task = asyncio.create_task(state.service.generate(request, "alice"))
+            for _ in range(500):  # bounded: the job is submitted and polled within a few ms
+                if upstream.requests.get(("GET", URL(status_url))):
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    # The job was accepted and may run to its end at Pixazo: it may be charged.
+    assert [(g.status, g.cost_usd) for g in await recorded(settings.database)] == [("CANCELLED", 0.018)]
+
+
+async def test_a_call_without_a_key_is_never_sent_and_costs_nothing(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, api_key=None, prices_file=prices_file(tmp_path, {"sdxl": 0.07}))
+    async with in_memory_client(settings) as client:
+        result = await client.call_tool("pix_generate", {"prompt": "no key"})
+    assert result.is_error
+    assert sim.stats.requests == 0
+    assert [(g.status, g.cost_usd) for g in await recorded(settings.database)] == [("EXCEPTION", 0)]
 
 # --- Where the spend is shown ------------------------------------------------------------------------
 def spend_by_caller(text: str) -> dict[str, float]:

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError, UpstreamJobError
-from app.pixazo.gateway import CATALOGUE, NOT_CHARGED_STATES, Endpoint
+from app.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
+from app.pixazo.gateway import CATALOGUE, Endpoint
 from app.settings import Settings, SettingsError
 
 # A price file is a few lines; anything bigger is not one.
@@ -136,19 +136,17 @@ def parse_prices(document: Any, source: str) -> dict[str, float | dict[int, floa
 
 # --- What was charged ------------------------------------------------------------------------------
 def surely_not_charged(exc: UpstreamError) -> bool:
-    """Whether Pixazo surely charged nothing for the attempt that raised `exc`.
+    """Whether Pixazo surely charged nothing for the submission that raised `exc`.
 
-    An HTTP error answer to a submission made nothing; neither did a request that never left us; a
-    queue job that ended ERROR is "a system error, not charged" (Pixazo's words). Everything else (a
-    timeout, a broken connection after sending, an unusable 2xx answer, a FAILED job) may have been
-    charged: nothing says otherwise, so the price stays on the row.
+    An HTTP error answer to a submission made nothing; neither did a request that never left us.
+    Everything else (a timeout, a connection broken after sending, an unusable 2xx answer) may have
+    been charged: nothing says otherwise, so the price stays on the row. (A queue job is settled by its
+    end state instead: only gateway.NOT_CHARGED_STATES, ERROR, is "not charged"; see service._Call.)
     """
     if isinstance(exc, UpstreamHTTPError):
         return True
     if isinstance(exc, UpstreamConnectionError):
         return not exc.sent
-    if isinstance(exc, UpstreamJobError):
-        return exc.state in NOT_CHARGED_STATES
     return False
 
 

@@ -35,7 +35,7 @@ from app.errors import (
     UpstreamTimeoutError,
 )
 from app.pixazo.client import PixazoClient
-from app.pixazo.gateway import COMPLETED, MAX_ERROR_CHARS, TERMINAL_STATES
+from app.pixazo.gateway import COMPLETED, MAX_ERROR_CHARS, NOT_CHARGED_STATES, TERMINAL_STATES
 from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.images import ImageStore
@@ -257,12 +257,12 @@ class GenerationService:
             call.attempts += 1
             remaining = call.deadline - time.monotonic()
             started = time.monotonic()
-            call.may_be_charged = True  # from the moment the request may leave us
+            call.may_have_sent = True  # from the moment the request may leave us
             try:
                 answer = await self.client.submit(request.endpoint, body,
                                                   timeout_s=max(0.1, min(s.timeout_s, remaining)))
             except UpstreamError as exc:
-                call.may_be_charged = not surely_not_charged(exc)
+                call.may_have_sent = not surely_not_charged(exc)
                 self.metrics.upstream_latency.observe(time.monotonic() - started)
                 if not is_retryable(exc) or call.attempts > s.max_retries:
                     raise
@@ -304,9 +304,7 @@ class GenerationService:
             if status.state == COMPLETED and status.image_url is not None:
                 return status.image_url
             if status.state in TERMINAL_STATES:
-                failure = UpstreamJobError(status.state, status.error or "no reason given")
-                call.may_be_charged = not surely_not_charged(failure)
-                raise failure
+                raise UpstreamJobError(status.state, status.error or "no reason given")
 
 
 @dataclass
@@ -322,10 +320,18 @@ class _Call:
     deadline: float = 0.0
     request_id: str | None = None  # Pixazo's queue job, once submitted
     job_state: str | None = None
-    # Whether Pixazo may have charged for this call: False until a request may have left us, and again
-    # once the answer says nothing was made (costs.surely_not_charged). Retries happen only after such
+    # Whether the submission may have reached Pixazo: False until a request may leave us, and again when
+    # its answer says nothing was made (costs.surely_not_charged). Retries happen only after such
     # answers, so the last attempt decides.
-    may_be_charged: bool = False
+    may_have_sent: bool = False
+
+    @property
+    def may_be_charged(self) -> bool:
+        """A submitted queue job (a request id: also a resumed one) may be charged unless it ended in a
+        state Pixazo says is not charged; any other call, once its request may have reached Pixazo."""
+        if self.job_state in NOT_CHARGED_STATES:
+            return False
+        return self.may_have_sent or self.request_id is not None
 
     def fields(self) -> dict[str, Any]:
         return {
