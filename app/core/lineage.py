@@ -150,9 +150,10 @@ async def repeat_request(settings: Settings, source: Generation, overrides: Mapp
         if arg.kind != "image" or given.get(name) is None:
             continue
         if resolve is None:
+            # Until the editing tools' input resolution is available here, an edit is refused whole.
             raise RepeatProblem(
-                f"generation {source.id} is {source.operation.replace('_', ' ')}; this server cannot repeat "
-                "a generation made from an input image")
+                f"generation {source.id} is an edit ({source.operation.replace('_', ' ')} by {source.model}); "
+                "pix_regenerate repeats text-to-image generations only, so call the editing tool again")
         inputs[name] = await resolve(name, given[name])
     # A model without a prompt (an upscale) keeps the row's prompt: the words of the image it came from.
     row_prompt = None if "prompt" in target.args else source.prompt
