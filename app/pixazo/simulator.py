@@ -273,7 +273,7 @@ class Simulator:
     def __init__(self, *, latency: float = 0.0, api_key: str | None = None, host: str = "127.0.0.1",
                  port: int = 0, error_rates: dict[str, float] | None = None,
                  rng_seed: int | None = None, queue_polls_before_done: int = 2, queue_seconds: float = 0.0,
-                 fetch_timeout: float = 5.0) -> None:
+                 fetch_timeout: float = 5.0, queued_models: tuple[str, ...] = ()) -> None:
         self.latency = latency
         self.api_key = api_key
         self.host = host
@@ -282,6 +282,9 @@ class Simulator:
         self.queue_polls_before_done = queue_polls_before_done
         self.queue_seconds = queue_seconds
         self.fetch_timeout = fetch_timeout
+        # Sync models (by catalogue name) that answer with a queue job instead of an image, as FLUX.1
+        # schnell may (some 2026 clients poll its request id): the job completes with the drawn image.
+        self.queued_models: set[str] = set(queued_models)
         self.faults: deque[Fault] = deque()  # for the next model requests (submits)
         self.status_faults: deque[Fault] = deque()  # for the next status polls
         self.job_faults: deque[JobFault] = deque()  # for the next queue jobs
@@ -430,7 +433,12 @@ class Simulator:
             return await self._misbehave(request, fault, endpoint, values)
         if endpoint.kind == "queue":
             return await self._enqueue(endpoint, values)
-        return await self._draw(endpoint, values)
+        drawn = await self._draw(endpoint, values)
+        if isinstance(drawn, web.Response):
+            return drawn
+        if endpoint.model in self.queued_models:
+            return await self._enqueue(endpoint, values, image_url=drawn)
+        return web.json_response({ANSWER_FIELDS.get(endpoint.path, "imageUrl"): drawn})
 
     def _wire(self, endpoint: Endpoint, name: str) -> str | None:
         arg = endpoint.args.get(name)
@@ -448,8 +456,9 @@ class Simulator:
         # The name says everything the image route needs, so the simulator keeps no image per request.
         return f"{next(self._ids)}-{width}x{height}-{variant}{'a' if alpha else ''}.png"
 
-    async def _draw(self, endpoint: Endpoint, values: dict[str, Any]) -> web.Response:
-        """A sync model's answer: a generated image, or an inpainted one (after fetching its inputs)."""
+    async def _draw(self, endpoint: Endpoint, values: dict[str, Any]) -> str | web.Response:
+        """A sync model's image URL: a generated image, or an inpainted one (after fetching its inputs);
+        or the refusal to answer instead."""
         size: tuple[int, int] | None = None
         for arg in endpoint.args.values():
             if arg.kind == "image":
@@ -463,7 +472,7 @@ class Simulator:
         prompt = str(self._value(endpoint, values, "prompt") or "")
         seed = self._value(endpoint, values, "seed")
         name = self._name(_side(width), _side(height), variant_of(prompt, int(seed if seed is not None else 42)))
-        return web.json_response({ANSWER_FIELDS.get(endpoint.path, "imageUrl"): f"{self.url}/images/{name}"})
+        return f"{self.url}/images/{name}"
 
     async def _enqueue(self, endpoint: Endpoint, values: dict[str, Any], image_url: str | None = None) -> web.Response:
         """Accept a queue job: fetch its input first (an input Pixazo cannot fetch fails the job)."""
@@ -655,7 +664,8 @@ class Simulator:
 
     async def _set_faults(self, request: web.Request) -> web.Response:
         """Control route: `{"faults": [Fault...], "job_faults": [JobFault...], "latency": s,
-        "error_rates": {kind: rate}, "queue": {"polls_before_done": n, "seconds": s}}`, each optional."""
+        "error_rates": {kind: rate}, "queue": {"polls_before_done": n, "seconds": s},
+        "queued_models": [model...]}`, each optional."""
         payload = await request.json()
         try:
             self.push(*(Fault.from_json(item) for item in payload.get("faults", [])))
@@ -666,6 +676,8 @@ class Simulator:
             self.latency = float(payload["latency"])
         if "error_rates" in payload:
             self.error_rates = {str(k): float(v) for k, v in payload["error_rates"].items()}
+        if "queued_models" in payload:
+            self.queued_models = {str(m) for m in payload["queued_models"]}
         queue = payload.get("queue") or {}
         if "polls_before_done" in queue:
             self.queue_polls_before_done = int(queue["polls_before_done"])
