@@ -6,7 +6,8 @@
     │   ├── UpstreamProtocolError     answered 2xx with something unusable
     │   ├── UpstreamConnectionError   no connection, or it broke
     │   ├── UpstreamTimeoutError      no answer within the budget
-    │   └── UpstreamJobError          a queue job ended FAILED or ERROR
+    │   │   └── UpstreamJobTimeoutError   a queue job still running when our bound passed
+    │   └── UpstreamJobError          a queue job ended FAILED or ERROR, or Pixazo does not know it
     ├── DownloadError                 the image could not be kept (refused or failed)
     ├── BlobStoreError                the image storage failed (disk full, read-only, object store down)
     │   └── BlobNotFoundError         no object under that key
@@ -58,9 +59,21 @@ class UpstreamTimeoutError(UpstreamError):
     """No complete answer within the attempt's budget."""
 
 
+class UpstreamJobTimeoutError(UpstreamTimeoutError):
+    """A queue job had not ended when our bound passed (the call's deadline, or PIXAZO_JOB_RESUME_S for a
+    resumed job). The job may still finish at Pixazo, and be charged: `request_id` finds it."""
+
+    def __init__(self, request_id: str, state: str | None, bound_s: float) -> None:
+        super().__init__(f"job {request_id} still {state or 'not polled successfully'} after {bound_s:g} s")
+        self.request_id = request_id
+        self.state = state  # the last state a poll reported; None when no poll succeeded
+        self.bound_s = bound_s
+
+
 class UpstreamJobError(UpstreamError):
-    """A queue job ended without an image. `state` is FAILED or ERROR (ERROR: "not charged");
-    the message is Pixazo's words, for operators."""
+    """A queue job ended without an image. `state` is FAILED or ERROR (ERROR: "not charged", see
+    gateway.NOT_CHARGED_STATES), or UNKNOWN when the status route answered 404 for the job; the message
+    is Pixazo's words, for operators."""
 
     def __init__(self, state: str, message: str) -> None:
         super().__init__(f"job {state}: {message}")

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     poll_base_s: float = Field(default=1.0, gt=0, description="First wait before polling a queue job; "
                                "each later wait is 1.5 times longer.")
     poll_cap_s: float = Field(default=10.0, gt=0, description="Longest wait between two polls of a queue job.")
+    job_resume_s: float = Field(default=3600.0, gt=0, description=(
+        "How long after its call was received a queue job is still polled when it is resumed (by a "
+        "restarted server or a surviving replica); past it the row ends TIMEOUT with the job's request id."))
+    resume_concurrency: int = Field(default=8, ge=1, description=(
+        "Resumed queue jobs polled at once; the others wait their turn (their rows stay PENDING)."))
     retry_base_s: float = Field(default=1.0, ge=0, description="First backoff step (doubles, jittered).")
     retry_cap_s: float = Field(default=30.0, ge=0, description="Longest backoff step.")
     breaker_threshold: int = Field(default=5, ge=1, description="Consecutive gateway failures that open it.")

@@ -14,6 +14,7 @@ from app.errors import (
     UpstreamError,
     UpstreamHTTPError,
     UpstreamJobError,
+    UpstreamJobTimeoutError,
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
@@ -71,6 +72,14 @@ def for_upstream(exc: UpstreamError, timeout_s: float) -> str:
             return prefix + "Pixazo failed on its side. " + _when(exc.retry_after,
                                                                   "You may try again in a minute.")
         return prefix + "Pixazo refused the request. Retrying the same request will probably not help."
+    if isinstance(exc, UpstreamJobTimeoutError):
+        last = f"still {exc.state}" if exc.state else "not answering on its status route"
+        return (
+            f"Pixazo's queue job was {last} after {exc.bound_s:g} seconds, so the server stopped waiting "
+            "for it. The job may still finish at Pixazo, and be charged, but this server will not fetch its "
+            "image: the operator can find the job by this generation's id (its record keeps Pixazo's "
+            "request id). Check list_generations before trying again."
+        )
     if isinstance(exc, UpstreamTimeoutError):
         return (
             f"Pixazo did not answer within {timeout_s:g} seconds. The image may still have been made and "
@@ -79,6 +88,9 @@ def for_upstream(exc: UpstreamError, timeout_s: float) -> str:
     if isinstance(exc, UpstreamProtocolError):
         return f"Pixazo sent an answer the server could not use ({exc}). You may try again."
     if isinstance(exc, UpstreamJobError):
+        if exc.state == "UNKNOWN":
+            return ("Pixazo's status route no longer knows this queue job (HTTP 404), so its result cannot "
+                    "be fetched. Check list_generations before trying again.")
         if exc.state == "ERROR":
             return ("Pixazo's job ended in a system error on its side (not charged). "
                     "You may try again in a minute.")

@@ -12,7 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from app.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError, UpstreamJobError
+from app.errors import (
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamJobError,
+    UpstreamJobTimeoutError,
+)
 
 # Pixazo surely made no image: rate limited, or the gateway in front of the model was down.
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -29,6 +35,9 @@ def counts_against_gateway(exc: UpstreamError) -> bool:
     """Failures that say the gateway is unwell (not that our request was bad)."""
     if isinstance(exc, UpstreamHTTPError):
         return exc.status >= 500 or exc.status == 429
+    if isinstance(exc, UpstreamJobTimeoutError):
+        # A job still running at our deadline is a slow job; a status route that never answered is not.
+        return exc.state is None
     # A job that ran and failed says the model could not make this image, not that Pixazo is down.
     return not isinstance(exc, UpstreamJobError)
 

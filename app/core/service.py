@@ -6,7 +6,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -31,11 +33,12 @@ from app.errors import (
     UpstreamError,
     UpstreamHTTPError,
     UpstreamJobError,
+    UpstreamJobTimeoutError,
     UpstreamProtocolError,
     UpstreamTimeoutError,
 )
 from app.pixazo.client import PixazoClient
-from app.pixazo.gateway import COMPLETED, MAX_ERROR_CHARS, NOT_CHARGED_STATES, TERMINAL_STATES
+from app.pixazo.gateway import COMPLETED, MAX_ERROR_CHARS, NOT_CHARGED_STATES, QUEUED, TERMINAL_STATES
 from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.images import ImageStore
@@ -51,6 +54,14 @@ CANCELLED = "CANCELLED"
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
 UNAVAILABLE = "UNAVAILABLE"
 INTERRUPTED = "INTERRUPTED"
+# Poll answers worth another look: a queue job's status is read-only, so anything but a refusal of the
+# request itself (4xx) may be tried again within the bound.
+TRANSIENT_POLL_STATUSES = (408, 425, 429)
+UNKNOWN_JOB = "UNKNOWN"  # the status route answered 404 for the job: row JOB_UNKNOWN
+
+# Told each time a call's queue job is submitted or polled: (request id, state). The tool layer turns it
+# into progress notifications; the service knows no MCP.
+JobWatcher = Callable[[str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,9 @@ class Outcome:
     # Set when the image was made but could not be kept: why, for the caller.
     download_problem: str | None = None
     thumbnail: bytes | None = None
+    # The last state of the call's queue job (None: no job). With `generation.status` JOB_ERROR it means
+    # "not charged" (gateway.NOT_CHARGED_STATES); the cost is settled from it.
+    job_state: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -151,21 +165,30 @@ class GenerationService:
             raise NotFoundError(f"Generation {gen_id} has no stored image (status {gen.status}).")
         return await self.images.read(gen.image_path), gen.image_mime
 
-    async def generate(self, request: GenerationRequest, caller: str | None = None) -> Outcome:
-        """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens."""
+    async def generate(self, request: GenerationRequest, caller: str | None = None,
+                       on_job: JobWatcher | None = None) -> Outcome:
+        """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens.
+
+        `on_job` hears the request id and each polled state of a queue job (progress for the caller)."""
         meta = CallMeta(request.model, request.operation, request.parent_id,
                         self.prices.price(request.endpoint, request.values))
         pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller, meta)
         if refusal is not None:
             self._observe(pending)  # already finished RATE_LIMITED or BUDGET_EXCEEDED: nothing was sent
             return Outcome(pending, refusal.message)
-        call = _Call(pending.id, caller)
+        call = _Call(pending.id, caller, on_job=on_job)
         self.in_flight += 1
         try:
             outcome = await self._generate(request, call)
             self._observe(outcome.generation)
             return outcome
         except asyncio.CancelledError:
+            if self.draining and call.request_id is not None:
+                # The server is stopping while Pixazo runs the job, which may be paid: the row stays
+                # PENDING with its request id, and the next instance (or a replica) resumes polling it.
+                logger.info("generation %s: stopping while job %s runs; left for another instance to resume",
+                            call.id, call.request_id)
+                raise
             # The caller went away, or the server is stopping: finish the row even though this task
             # is being cancelled (a shielded scope lets the write complete).
             status, why = ((INTERRUPTED, "the server stopped before this call finished") if self.draining
@@ -183,6 +206,36 @@ class GenerationService:
             return Outcome(done, messages.INTERNAL)
         finally:
             self.in_flight -= 1
+
+    async def resume(self, gen: Generation) -> Outcome:
+        """Follow a queue job another instance submitted (or this one, before a restart) to its end, and
+        finish its row as a live call would have: the image kept and SUCCESS, or the job's failure.
+
+        The job is followed until PIXAZO_JOB_RESUME_S after the call was received. If this instance stops
+        first, the row stays PENDING (the lease's release leaves it to the next instance)."""
+        assert gen.request_id is not None  # noqa: S101 - claim_jobs returns only rows with a job
+        age = max(0.0, (datetime.now(UTC) - _parse_time(gen.timestamp)).total_seconds())
+        now = time.monotonic()
+        call = _Call(gen.id, gen.caller, attempts=gen.attempts or 1, started=now - age,
+                     deadline=now + self.settings.job_resume_s - age, bound_s=self.settings.job_resume_s,
+                     request_id=gen.request_id)
+        logger.info("generation %s: resuming Pixazo job %s (%.0f s after the call)", gen.id, gen.request_id, age)
+        try:
+            try:
+                image_url = await self._await_job(gen.request_id, call)
+            except UpstreamError as exc:
+                outcome = await self._failed(call, exc)
+            else:
+                call.image_url = image_url
+                outcome = await self._keep(image_url, call)
+        except Exception:
+            logger.exception("generation %s: resuming job failed unexpectedly", call.id)
+            with anyio.CancelScope(shield=True):
+                done = await self.store.finish(call.id, EXCEPTION, error="internal error", image_url=call.image_url,
+                                               **call.fields())
+            outcome = Outcome(done, messages.INTERNAL)
+        self._observe(outcome.generation)
+        return outcome
 
     async def _generate(self, request: GenerationRequest, call: _Call) -> Outcome:
         if not self.client.has_key:
@@ -214,28 +267,36 @@ class GenerationService:
                     self.breaker.record_failure(probe)
                 else:
                     self.breaker.record_success()
-                http_status = exc.status if isinstance(exc, UpstreamHTTPError) else None
-                # Every caller who reads the row later sees what this caller was told; Pixazo's own
-                # words go to a column (and a log line) that only operators read.
-                message = messages.for_upstream(exc, self.settings.timeout_s)
-                upstream = self._scrub(upstream_text(exc))
-                logger.info("generation %s: Pixazo failed (%s): %s", call.id, status_for(exc), upstream)
-                done = await self.store.finish(call.id, status_for(exc), error=message, http_status=http_status,
-                                               upstream_error=upstream, **call.fields())
-                return Outcome(done, message)
+                return await self._failed(call, exc)
             verdict = True
             self.breaker.record_success()
             call.image_url = image_url  # from here on, a cancelled or failed row still keeps the URL
         finally:
             if not verdict:
                 self.breaker.release_probe(probe)
+        return await self._keep(image_url, call)
+
+    async def _failed(self, call: _Call, exc: UpstreamError) -> Outcome:
+        """Finish the row of a call Pixazo failed, with the caller's message."""
+        http_status = exc.status if isinstance(exc, UpstreamHTTPError) else None
+        # Every caller who reads the row later sees what this caller was told; Pixazo's own
+        # words go to a column (and a log line) that only operators read.
+        message = messages.for_upstream(exc, self.settings.timeout_s)
+        upstream = self._scrub(upstream_text(exc))
+        logger.info("generation %s: Pixazo failed (%s): %s", call.id, status_for(exc), upstream)
+        done = await self.store.finish(call.id, status_for(exc), error=message, http_status=http_status,
+                                       upstream_error=upstream, **call.fields())
+        return Outcome(done, message, job_state=call.job_state)
+
+    async def _keep(self, image_url: str, call: _Call) -> Outcome:
+        """Download the made image into storage and finish the row (SUCCESS, or DOWNLOAD_FAILED with the URL)."""
         try:
             stored = await self.images.download(image_url, call.id,
                                                 with_thumbnail=self.settings.inline_image == "thumbnail")
         except DownloadError as exc:
             done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=str(exc),
                                            **call.fields())
-            return Outcome(done, download_problem=str(exc))
+            return Outcome(done, download_problem=str(exc), job_state=call.job_state)
         except Exception:
             # The image is paid for: whatever broke while keeping it, the caller still gets its URL
             # (never the generic "try again", which would pay for a second one).
@@ -243,15 +304,16 @@ class GenerationService:
             why = "the server failed while keeping the image (internal error)"
             done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=why,
                                            **call.fields())
-            return Outcome(done, download_problem=why)
+            return Outcome(done, download_problem=why, job_state=call.job_state)
         done = await self.store.finish(call.id, SUCCESS, image_url=image_url, image=stored, **call.fields())
-        return Outcome(done, thumbnail=stored.thumbnail)
+        return Outcome(done, thumbnail=stored.thumbnail, job_state=call.job_state)
 
     async def _call_with_retries(self, request: GenerationRequest, call: _Call) -> str:
         """Submit, retrying only where Pixazo surely made nothing, within one overall deadline; then, for a
         queue model, wait for the job. Returns the image's URL."""
         s = self.settings
         call.deadline = time.monotonic() + s.deadline_s
+        call.bound_s = s.deadline_s
         body = request.upstream_body()
         while True:
             call.attempts += 1
@@ -279,32 +341,66 @@ class GenerationService:
                 if answer.image_url is not None:
                     return answer.image_url
                 assert answer.request_id is not None  # noqa: S101 - submit gives one or the other
+                # Recorded before the first poll: from here on the job survives this process (a restart
+                # or a replica resumes it instead of marking the row INTERRUPTED). Shielded: a cancel
+                # arriving now must not leave a submitted, maybe paid, job without its id.
+                call.request_id, call.job_state = answer.request_id, QUEUED
+                with anyio.CancelScope(shield=True):
+                    await self.store.set_request_id(call.id, answer.request_id)
+                await call.notify()
                 return await self._await_job(answer.request_id, call)
 
     async def _await_job(self, request_id: str, call: _Call) -> str:
-        """Poll a queue job until it ends, within the call's deadline; the image's URL, or an UpstreamError."""
+        """Poll a queue job until it ends, within `call.deadline`; the image's URL, or an UpstreamError.
+
+        Waits grow from PIXAZO_POLL_BASE_S by 1.5 up to PIXAZO_POLL_CAP_S. A poll that fails on the way
+        (429, 5xx, a broken connection, an unusable answer) is tried again after the next wait, or after
+        Retry-After when that is longer: reading a job's status is harmless to repeat. A 404 means Pixazo
+        does not know the job; any other 4xx ends the call as that HTTP failure."""
         call.request_id = request_id
         polls = 0
+        retry_after: float | None = None
         while True:
             polls += 1
             delay = min(self.settings.poll_cap_s, self.settings.poll_base_s * (1.5 ** min(polls - 1, 20)))
+            if retry_after is not None:
+                delay = max(delay, retry_after)
             remaining = call.deadline - time.monotonic()
-            if remaining <= delay:
-                raise UpstreamTimeoutError("the queue job did not finish within the call's deadline")
-            await asyncio.sleep(delay)
+            if remaining <= 0:
+                raise UpstreamJobTimeoutError(request_id, call.job_state if call.polled else None, call.bound_s)
+            # The last wait is cut short so that one more poll happens at the deadline itself.
+            await asyncio.sleep(min(delay, remaining))
+            retry_after = None
             try:
-                status = await self.client.poll(request_id, timeout_s=max(0.1, min(self.settings.timeout_s,
-                                                                                   remaining - delay)))
-            except UpstreamError as exc:
-                if isinstance(exc, UpstreamHTTPError) and exc.status not in (429, 500, 502, 503, 504):
+                status = await self.client.poll(request_id, timeout_s=max(0.1, min(
+                    self.settings.timeout_s, call.deadline - time.monotonic())))
+            except UpstreamHTTPError as exc:
+                if exc.status == 404:
+                    raise UpstreamJobError(UNKNOWN_JOB, exc.message) from None
+                if exc.status < 500 and exc.status not in TRANSIENT_POLL_STATUSES:
                     raise
-                logger.info("generation %s: polling job failed (%s); polling again", call.id, status_for(exc))
+                retry_after = exc.retry_after
+                logger.info("generation %s: polling job %s failed (%s); polling again", call.id, request_id,
+                            status_for(exc))
                 continue
-            call.job_state = status.state
+            except UpstreamError as exc:
+                logger.info("generation %s: polling job %s failed (%s); polling again", call.id, request_id,
+                            status_for(exc))
+                continue
+            call.job_state, call.polled = status.state, True
             if status.state == COMPLETED and status.image_url is not None:
+                await call.notify()
                 return status.image_url
             if status.state in TERMINAL_STATES:
+                await call.notify()
                 raise UpstreamJobError(status.state, status.error or "no reason given")
+            await call.notify()
+
+
+def _parse_time(stamp: str) -> datetime:
+    """A row's UTC timestamp (ISO 8601, with or without its zone)."""
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -318,6 +414,7 @@ class _Call:
     image_url: str | None = None
     started: float = field(default_factory=time.monotonic)
     deadline: float = 0.0
+    bound_s: float = 0.0  # what `deadline` stands for, in seconds (for the caller's message)
     request_id: str | None = None  # Pixazo's queue job, once submitted
     job_state: str | None = None
     # Whether the submission may have reached Pixazo: False until a request may leave us, and again when
@@ -332,6 +429,17 @@ class _Call:
         if self.job_state in NOT_CHARGED_STATES:
             return False
         return self.may_have_sent or self.request_id is not None
+    polled: bool = False  # whether a poll has answered yet
+    on_job: JobWatcher | None = None
+
+    async def notify(self) -> None:
+        """Tell the watcher (the caller's progress) about the job; a watcher that fails never fails the call."""
+        if self.on_job is None or self.request_id is None or self.job_state is None:
+            return
+        try:
+            await self.on_job(self.request_id, self.job_state)
+        except Exception:  # progress is best effort: the client may have gone; the call goes on
+            logger.debug("generation %s: could not report job progress", self.id, exc_info=True)
 
     def fields(self) -> dict[str, Any]:
         return {

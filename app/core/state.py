@@ -14,6 +14,7 @@ import aiohttp
 from PIL import Image
 
 from app.core.costs import Prices
+from app.core.jobs import JobResumer
 from app.core.leases import LeaseKeeper
 from app.core.metrics import Metrics
 from app.core.service import GenerationService
@@ -35,6 +36,7 @@ class AppState:
     store: RecordStore
     service: GenerationService
     instance: Instance
+    jobs: JobResumer | None = None
 
 
 def http_session(settings: Settings) -> aiohttp.ClientSession:
@@ -95,7 +97,14 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
                                 max_pixels=settings.max_image_pixels, max_downloads=settings.max_downloads,
                                 pool=pool)
             service = GenerationService(settings, store, client, images, Metrics(), prices)
-            yield AppState(settings, http, store, service, instance)
+            # Queue jobs whose owner is gone are resumed, from now (a restart's own jobs) and at every
+            # lease tick. Stopped before the session and the image store close (the stack unwinds
+            # first), and before the lease is released: their rows stay PENDING for the next instance.
+            jobs = JobResumer(service, settings.resume_concurrency)
+            stack.push_async_callback(jobs.stop)
+            leases.jobs = jobs
+            await leases.tick()
+            yield AppState(settings, http, store, service, instance, jobs)
     finally:
         await leases.stop()
         if images is not None:

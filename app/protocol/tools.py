@@ -291,7 +291,7 @@ async def run_request(ctx: Context, state: AppState, request: GenerationRequest)
         async with anyio.create_task_group() as tg:
             await progress.report("Generating with Pixazo")
             tg.start_soon(progress.heartbeat)
-            outcome = await service.generate(request, current_caller())
+            outcome = await service.generate(request, current_caller(), on_job=progress.job)
             tg.cancel_scope.cancel()
         await progress.report(f"Finished: {outcome.generation.status}")
     if (info := CALL_INFO.get()) is not None:
@@ -309,8 +309,10 @@ def _wants_progress(ctx: Context) -> bool:
 class _Progress:
     """MCP progress for a long call: a start, a heartbeat (keeps proxies from closing the stream), an end.
 
+    For a queue model, every change of the job's state is reported at once ("Pixazo job abc: QUEUED"),
+    and the heartbeat repeats the state with the time waited ("Pixazo job abc: PROCESSING (12 s)").
     Progress values only grow, as the spec asks; there is no total because Pixazo gives no estimate.
-    Without a progress token from the client, reports are dropped by the SDK.
+    Only built when the client sent a progress token (without one the SDK would drop the reports).
     """
 
     def __init__(self, ctx: Context, interval: float) -> None:
@@ -318,16 +320,32 @@ class _Progress:
         self._interval = interval
         self._step = 0
         self._started = anyio.current_time()
+        self._job: tuple[str, str] | None = None  # (request id, state) of the call's queue job
 
     async def report(self, message: str) -> None:
         self._step += 1
         await self._ctx.report_progress(self._step, None, message)
 
+    def _waited(self) -> int:
+        return round(anyio.current_time() - self._started)
+
+    async def job(self, request_id: str, state: str) -> None:
+        """The service's JobWatcher: a new state is reported now; the same one waits for the heartbeat."""
+        if self._job == (request_id, state):
+            return
+        first = self._job is None
+        self._job = (request_id, state)
+        await self.report(f"Pixazo job {request_id}: {state}" if first else
+                          f"Pixazo job {request_id}: {state} ({self._waited()} s)")
+
     async def heartbeat(self) -> None:
         while True:
             await anyio.sleep(self._interval)
-            waited = round(anyio.current_time() - self._started)
-            await self.report(f"Still waiting for Pixazo ({waited} s)")
+            if self._job is None:
+                await self.report(f"Still waiting for Pixazo ({self._waited()} s)")
+            else:
+                request_id, state = self._job
+                await self.report(f"Pixazo job {request_id}: {state} ({self._waited()} s)")
 
 
 def pix_generate_tool(settings: Settings) -> Tool:
