@@ -180,7 +180,7 @@ async def test_progress_carries_the_queue_state(tmp_path: Path, sim: Simulator) 
     (request_id,) = sim.jobs
     job = f"Pixazo job {request_id}: "
     assert seen[0] == "Generating with Pixazo"
-    assert seen[1] == job + "QUEUED"
+    assert [m for m in seen if m.startswith("Pixazo job")][0] == job + "QUEUED"
     processing = [m for m in seen if m.startswith(job + "PROCESSING (")]
     # At the change, then repeated by the heartbeat (every 0.3 s) while the job runs about a second.
     assert len(processing) >= 2
