@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import pytest
 
-from app.pixazo.gateway import CATALOGUE, STATUS_PATH
+from app.pixazo.gateway import CATALOGUE, KEY_HEADER, STATUS_PATH
 from app.pixazo.simulator import Fault, JobFault, Simulator
 from app.settings import Settings
 from tests.conftest import TEST_KEY, http_client, in_memory_client, live_server, make_settings, rows
@@ -180,7 +181,7 @@ async def test_progress_carries_the_queue_state(tmp_path: Path, sim: Simulator) 
     (request_id,) = sim.jobs
     job = f"Pixazo job {request_id}: "
     assert seen[0] == "Generating with Pixazo"
-    assert [m for m in seen if m.startswith("Pixazo job")][0] == job + "QUEUED"
+    assert next(m for m in seen if m.startswith("Pixazo job")) == job + "QUEUED"
     processing = [m for m in seen if m.startswith(job + "PROCESSING (")]
     # At the change, then repeated by the heartbeat (every 0.3 s) while the job runs about a second.
     assert len(processing) >= 2
@@ -233,3 +234,18 @@ async def test_a_cancelled_call_stops_polling_at_once(settings: Settings, sim: S
         assert (await client.call_tool("list_generations", {})).structured_content["generations"]
     (row,) = rows(settings.db_path)
     assert (row["status"], row["request_id"]) == ("CANCELLED", request_id)
+
+
+async def test_the_simulators_control_route_makes_a_sync_model_answer_a_job(tmp_path: Path) -> None:
+    """What servers in other processes rely on (the restart tests configure the simulator in-process)."""
+    async with Simulator(api_key=TEST_KEY) as sim, aiohttp.ClientSession() as http:
+        headers = {KEY_HEADER: TEST_KEY}
+        async with http.post(sim.url + FLUX, json={"prompt": "p"}, headers=headers) as resp:
+            assert (resp.status, list(await resp.json())) == (200, ["output"])
+        async with http.post(sim.url + "/_sim/faults", json={"queued_models": ["flux-schnell"]}) as resp:
+            assert resp.status == 200
+        async with http.post(sim.url + FLUX, json={"prompt": "p"}, headers=headers) as resp:
+            answer = await resp.json()
+            assert (resp.status, answer["status"]) == (202, "QUEUED")
+        async with http.get(sim.url + STATUS_PATH.format(request_id=answer["request_id"]), headers=headers) as resp:
+            assert (await resp.json())["status"] == "QUEUED"
