@@ -18,6 +18,7 @@ from app.pixazo.gateway import CATALOGUE, KEY_HEADER, STATUS_PATH
 from app.pixazo.simulator import Fault, JobFault, Simulator
 from app.settings import Settings
 from app.storage.records import Generation
+from app.storage.rows import CallMeta
 from tests.conftest import TEST_KEY, make_settings, rows, store_for
 
 
@@ -44,7 +45,7 @@ async def orphan(settings: Settings, request_id: str, prompt: str = "an orphan")
     """A row written by an instance that never renewed a lease: gone, as far as anyone can tell."""
     crashed = await store_for(f"sqlite:///{settings.db_path}")
     try:
-        row = await crashed.insert_pending(prompt, {})
+        row = await crashed.insert_pending(prompt, {}, meta=CallMeta(model="flux-schnell", cost_usd=0.05))
         await crashed.set_request_id(row.id, request_id)
         return row.id
     finally:
@@ -64,9 +65,9 @@ async def finished(settings: Settings, gen_id: int, within_s: float = 20) -> dic
     return row
 
 
-@pytest.mark.parametrize("state", ["FAILED", "ERROR"])
+@pytest.mark.parametrize(("state", "cost"), [("FAILED", 0.05), ("ERROR", 0.0)])
 async def test_a_resumed_job_that_fails_ends_its_row_with_the_jobs_state(tmp_path: Path, sim: Simulator,
-                                                                         state: str) -> None:
+                                                                         state: str, cost: float) -> None:
     settings = settings_for(tmp_path, sim)
     sim.push(JobFault(state=state, error="no luck", polls=1))
     request_id = await submit(sim)
@@ -74,6 +75,7 @@ async def test_a_resumed_job_that_fails_ends_its_row_with_the_jobs_state(tmp_pat
     async with open_state(settings):
         row = await finished(settings, gen_id)
     assert (row["status"], row["request_id"], row["upstream_error"]) == (f"JOB_{state}", request_id, "no luck")
+    assert row["cost_usd"] == cost  # ERROR is Pixazo's system error: not charged; FAILED keeps the price
     assert "charged" in str(row["error"])
 
 

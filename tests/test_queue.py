@@ -83,9 +83,13 @@ async def test_the_request_id_is_on_the_row_before_the_first_poll(settings: Sett
     assert rows(settings.db_path)[0]["status"] == "SUCCESS"
 
 
-@pytest.mark.parametrize(("state", "charged"), [("FAILED", "may have been charged"), ("ERROR", "not charged")])
-async def test_a_queue_job_that_fails_ends_its_row_with_the_jobs_state(settings: Settings, sim: Simulator,
-                                                                       state: str, charged: str) -> None:
+@pytest.mark.parametrize(("state", "charged", "cost"), [("FAILED", "may have been charged", 0.01),
+                                                       ("ERROR", "not charged", 0.0)])
+async def test_a_queue_job_that_fails_ends_its_row_with_the_jobs_state(tmp_path: Path, sim: Simulator,
+                                                                       state: str, charged: str, cost: float) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"flux-schnell": 0.01}')
+    settings = make_settings(tmp_path, sim.url, poll_base_s=0.05, poll_cap_s=0.2, prices_file=prices)
     sim.push(JobFault(state=state, error="the model refused the prompt", polls=1))
     async with in_memory_client(settings) as client:
         result = await client.call_tool("pix_generate", ARGS)
@@ -98,6 +102,7 @@ async def test_a_queue_job_that_fails_ends_its_row_with_the_jobs_state(settings:
     (row,) = rows(settings.db_path)
     assert (row["status"], row["request_id"], row["image_path"]) == (f"JOB_{state}", request_id, None)
     assert row["upstream_error"] == "the model refused the prompt"  # Pixazo's words, for operators
+    assert row["cost_usd"] == cost  # ERROR is Pixazo's system error: not charged
     assert "refused the prompt" not in text  # never to the caller
 
 
