@@ -158,6 +158,7 @@ async def test_a_budget_reached_exactly_refuses_the_next_call_with_nothing_sent(
         status = (await client.call_tool("pix_status", {})).structured_content
     assert not first.is_error
     assert not second.is_error, second.content[0].text
+    assert (first.structured_content["cost_usd"], second.structured_content["cost_usd"]) == (0.07, 0.07)
     assert third.is_error
     assert sim.stats.requests == 2  # the third never reached Pixazo
     text = third.content[0].text
@@ -210,6 +211,7 @@ async def test_free_calls_pass_a_spent_budget_even_one_lowered_below_the_spend(
             refused = await client.call_tool("pix_generate", {"prompt": "paid again"})
             status = (await client.call_tool("pix_status", {})).structured_content
     assert not free.is_error, free.content[0].text
+    assert free.structured_content["cost_usd"] == 0
     assert refused.is_error
     assert "has spent $0.07 of its $0.05 budget" in refused.content[0].text
     assert [(g.prompt, g.model, g.status, g.cost_usd) for g in await recorded(database_url)] == [

@@ -58,6 +58,9 @@ class GenerationResult(BaseModel):
         "What was done: generate, upscale, remove_background, inpaint or outpaint."))
     parent_id: int | None = Field(default=None, description=(
         "The generation this one was made from (an edit's input, a regeneration's original); null if none."))
+    cost_usd: float | None = Field(default=None, description=(
+        "What this call cost in US dollars (0: free; null: the model's price is unknown). It counts "
+        "against your daily budget, if you have one (pix_status)."))
 
 
 class GenerationRecord(BaseModel):
@@ -238,7 +241,7 @@ async def generation_result(outcome: Outcome, state: AppState) -> CallToolResult
         id=gen.id, status=gen.status, image_url=gen.image_url, resource_uri=gen.resource_uri,
         prompt=gen.prompt, parameters=gen.parameters, created_at=gen.timestamp, image_mime=gen.image_mime,
         image_bytes=gen.image_bytes, error=gen.error if outcome.download_problem else None,
-        model=gen.model, operation=gen.operation, parent_id=gen.parent_id,
+        model=gen.model, operation=gen.operation, parent_id=gen.parent_id, cost_usd=gen.cost_usd,
     ).model_dump(mode="json")
     params = gen.parameters
     shape = (f"({params.get('width')}x{params.get('height')}, seed {params.get('seed')}, "
