@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=MODEL_MAX_PIXELS, gt=0,
         description="Largest image (width x height) kept or decoded; checked from the header before any decode.")
+    max_edit_pixels: int = Field(
+        default=8192 * 8192, gt=0, description=(
+            "Largest image (width x height) the editing tools keep (an 8x upscale of 1024 x 1024 is 8192 x 8192)."))
+    max_edit_bytes: int = Field(default=256 * 1024 * 1024, gt=0,
+                                description="Largest image the editing tools keep, in bytes.")
+    upstream_url_fresh_s: float = Field(default=3600.0, ge=0, description=(
+        "An editing tool hands Pixazo a generation's own Pixazo URL while it is younger than this; older, "
+        "a signed link to the stored copy when PIXAZO_PUBLIC_URL is set."))
+    signed_link_ttl_s: int = Field(default=600, ge=10, le=3600, description=(
+        "Seconds a signed link to an input image (handed to Pixazo) works."))
     max_downloads: int = Field(default=16, ge=1, description="Image downloads in progress at once.")
     image_workers: int = Field(default=os.cpu_count() or 2, ge=1,
                                description="Threads that decode images for thumbnails.")

@@ -79,8 +79,8 @@ def _fits(arg: Arg, value: Any) -> bool:
     limit = arg.limit
     if arg.kind == "text":
         return isinstance(value, str) and (limit is None or limit.minimum <= len(value) <= limit.maximum)
-    if arg.kind == "image":
-        return isinstance(value, str) and bool(value)
+    if arg.kind == "image":  # a generation id, a URI or a URL, as the caller gave it (resolved elsewhere)
+        return (isinstance(value, str) and bool(value)) or (isinstance(value, int) and not isinstance(value, bool))
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     if arg.kind == "int" and not float(value).is_integer():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ from app.storage.records import Generation
 from app.storage.rows import CallMeta
 
 logger = logging.getLogger(__name__)
+
+# A signed link's signature, wherever an upstream text echoes it (see app.core.links).
+SIGNATURE = re.compile(r"sig=[0-9A-Fa-f]+")
 
 SUCCESS = "SUCCESS"
 EXCEPTION = "EXCEPTION"
@@ -122,9 +126,11 @@ class GenerationService:
         self.metrics.queued.set_function(lambda: self.cap.waiting)
 
     def _scrub(self, text: str) -> str:
-        """An upstream body may echo the key it was sent: never store it."""
+        """An upstream body may echo the key, or a signed link to an input image, it was sent: never
+        store either (a signed link opens that image to anyone for minutes)."""
         key = self.settings.api_key.get_secret_value() if self.settings.api_key is not None else ""
-        return text.replace(key, "[redacted]") if key else text
+        text = text.replace(key, "[redacted]") if key else text
+        return SIGNATURE.sub("sig=[redacted]", text)
 
     def _observe(self, gen: Generation) -> None:
         self.metrics.generation(gen.status, gen.caller, gen.cost_usd)
@@ -176,7 +182,7 @@ class GenerationService:
         if refusal is not None:
             self._observe(pending)  # already finished RATE_LIMITED or BUDGET_EXCEEDED: nothing was sent
             return Outcome(pending, refusal.message)
-        call = _Call(pending.id, caller, on_job=on_job)
+        call = _Call(pending.id, caller, on_job=on_job, edit=request.operation != "generate")
         self.in_flight += 1
         try:
             outcome = await self._generate(request, call)
@@ -218,7 +224,7 @@ class GenerationService:
         now = time.monotonic()
         call = _Call(gen.id, gen.caller, attempts=gen.attempts or 1, started=now - age,
                      deadline=now + self.settings.job_resume_s - age, bound_s=self.settings.job_resume_s,
-                     request_id=gen.request_id)
+                     request_id=gen.request_id, edit=gen.operation != "generate")
         logger.info("generation %s: resuming Pixazo job %s (%.0f s after the call)", gen.id, gen.request_id, age)
         try:
             try:
@@ -291,8 +297,12 @@ class GenerationService:
     async def _keep(self, image_url: str, call: _Call) -> Outcome:
         """Download the made image into storage and finish the row (SUCCESS, or DOWNLOAD_FAILED with the URL)."""
         try:
-            stored = await self.images.download(image_url, call.id,
-                                                with_thumbnail=self.settings.inline_image == "thumbnail")
+            # Editing tools make larger images than any text-to-image model (an 8x upscale): their own caps.
+            edit = call.edit
+            stored = await self.images.download(
+                image_url, call.id, with_thumbnail=self.settings.inline_image == "thumbnail",
+                max_pixels=self.settings.max_edit_pixels if edit else None,
+                max_bytes=self.settings.max_edit_bytes if edit else None)
         except DownloadError as exc:
             done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=str(exc),
                                            **call.fields())
@@ -417,6 +427,7 @@ class _Call:
     bound_s: float = 0.0  # what `deadline` stands for, in seconds (for the caller's message)
     request_id: str | None = None  # Pixazo's queue job, once submitted
     job_state: str | None = None
+    edit: bool = False  # made by an editing tool: its image is kept under the edit caps
     # Whether the submission may have reached Pixazo: False until a request may leave us, and again when
     # its answer says nothing was made (costs.surely_not_charged). Retries happen only after such
     # answers, so the last attempt decides.

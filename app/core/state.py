@@ -14,8 +14,10 @@ import aiohttp
 from PIL import Image
 
 from app.core.costs import Prices
+from app.core.inputs import InputResolver
 from app.core.jobs import JobResumer
 from app.core.leases import LeaseKeeper
+from app.core.links import LinkSigner, derive_key
 from app.core.metrics import Metrics
 from app.core.service import GenerationService
 from app.pixazo.client import PixazoClient
@@ -36,6 +38,7 @@ class AppState:
     store: RecordStore
     service: GenerationService
     instance: Instance
+    inputs: InputResolver
     jobs: JobResumer | None = None
 
 
@@ -74,9 +77,10 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
     # calls finishing together does not queue behind a handful of fsyncs.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=max(32, settings.max_concurrency // 4), thread_name_prefix="pixazo-io"))
-    # Pillow's decompression-bomb guard at our own cap (it is process-wide; so is this server). The
-    # header check refuses larger images before Pillow ever sees them; this covers any other path.
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    # Pillow's decompression-bomb guard at our own largest cap, the editing tools' (it is process-wide;
+    # so is this server). The header check refuses larger images before Pillow ever sees them; this
+    # covers any other path.
+    Image.MAX_IMAGE_PIXELS = max(settings.max_image_pixels, settings.max_edit_pixels)
     # Decoding is CPU work, and Pillow releases the GIL while it decodes and resizes: about one
     # thread per core keeps the cores busy without holding more decoded images than that in memory.
     pool = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="pixazo-image")
@@ -104,7 +108,8 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             stack.push_async_callback(jobs.stop)
             leases.jobs = jobs
             await leases.tick()
-            yield AppState(settings, http, store, service, instance, jobs)
+            links = LinkSigner(derive_key(settings.session_secret), settings.signed_link_ttl_s, settings.public_url)
+            yield AppState(settings, http, store, service, instance, InputResolver(settings, service, links), jobs)
     finally:
         await leases.stop()
         if images is not None:

@@ -232,7 +232,19 @@ def state_of(ctx: Context) -> AppState:
     return state
 
 
-async def generation_result(outcome: Outcome, state: AppState) -> CallToolResult:
+def _shape(params: dict[str, Any]) -> str:
+    """The arguments worth repeating in the text result, those the call had (an upscale has no seed)."""
+    parts = []
+    if params.get("width") is not None and params.get("height") is not None:
+        parts.append(f"{params['width']}x{params['height']}")
+    for name, label in (("seed", "seed {}"), ("num_steps", "{} steps"), ("scale", "scale {}"),
+                        ("zoom_out_percentage", "zoomed out {}%")):
+        if params.get(name) is not None:
+            parts.append(label.format(params[name]))
+    return f"({', '.join(parts)})" if parts else ""
+
+
+async def generation_result(outcome: Outcome, state: AppState, label: str = "Generated image") -> CallToolResult:
     gen = outcome.generation
     if not outcome.ok:
         text = f"Generation {gen.id} failed ({gen.status}). {outcome.error_message}"
@@ -243,18 +255,16 @@ async def generation_result(outcome: Outcome, state: AppState) -> CallToolResult
         image_bytes=gen.image_bytes, error=gen.error if outcome.download_problem else None,
         model=gen.model, operation=gen.operation, parent_id=gen.parent_id, cost_usd=gen.cost_usd,
     ).model_dump(mode="json")
-    params = gen.parameters
-    shape = (f"({params.get('width')}x{params.get('height')}, seed {params.get('seed')}, "
-             f"{params.get('num_steps')} steps)")
+    shape = _shape(gen.parameters)
     content: list[ContentBlock] = []
     if outcome.download_problem:
         content.append(TextContent(type="text", text=(
-            f"Generated image {gen.id}: {gen.image_url} {shape}\n"
+            f"{label} {gen.id}: {gen.image_url} {shape}\n"
             f"The server could not keep a copy ({outcome.download_problem}); the URL above is Pixazo's "
             "and may expire, so download it soon if you need it.")))
         return CallToolResult(content=content, structured_content=structured)
     content.append(TextContent(type="text", text=(
-        f"Generated image {gen.id}: {gen.image_url} {shape}\nStored copy: {gen.resource_uri}")))
+        f"{label} {gen.id}: {gen.image_url} {shape}\nStored copy: {gen.resource_uri}")))
     if gen.resource_uri is None or gen.image_path is None:  # pragma: no cover - a SUCCESS row keeps its image
         return CallToolResult(content=content, structured_content=structured)
     content.append(ResourceLink(type="resource_link", uri=gen.resource_uri, name=f"generation-{gen.id}",
@@ -284,7 +294,8 @@ async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_argu
     return await run_request(ctx, state, request)
 
 
-async def run_request(ctx: Context, state: AppState, request: GenerationRequest) -> CallToolResult:
+async def run_request(ctx: Context, state: AppState, request: GenerationRequest,
+                      label: str = "Generated image") -> CallToolResult:
     """Run one checked request for the calling agent, with progress when it asked for it."""
     service = state.service
     if not _wants_progress(ctx):
@@ -300,7 +311,7 @@ async def run_request(ctx: Context, state: AppState, request: GenerationRequest)
     if (info := CALL_INFO.get()) is not None:
         info.status, info.attempts = outcome.generation.status, outcome.generation.attempts
         info.generation_id = outcome.generation.id
-    return await generation_result(outcome, state)
+    return await generation_result(outcome, state, label)
 
 
 def _wants_progress(ctx: Context) -> bool:
@@ -455,11 +466,13 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 
 
 def all_tools(settings: Settings) -> list[Tool]:
-    # Imported here: pix_regenerate builds on this module's results and runner.
+    # Imported here: the editing tools and pix_regenerate build on this module's results and runner.
+    from app.protocol.editing import editing_tools
     from app.protocol.lineage import pix_regenerate_tool
 
     return [
         pix_generate_tool(settings),
+        *editing_tools(settings),
         pix_regenerate_tool(),
         Tool.from_function(list_generations, title="List generations",
                            annotations=READ_ONLY.model_copy(update={"title": "List generations"})),

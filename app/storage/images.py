@@ -207,11 +207,17 @@ class ImageStore:
     async def read(self, name: str) -> bytes:
         return await self.blobs.get(check_key(name))
 
-    async def download(self, url: str, gen_id: int, *, with_thumbnail: bool = False) -> StoredImage:
-        """Copy the image at `url` into storage; DownloadError says why it could not be kept."""
+    async def download(self, url: str, gen_id: int, *, with_thumbnail: bool = False, max_pixels: int | None = None,
+                       max_bytes: int | None = None) -> StoredImage:
+        """Copy the image at `url` into storage; DownloadError says why it could not be kept.
+
+        `max_pixels` and `max_bytes` replace the store's caps for this image (an upscale's output is
+        larger than any generated image); the pixel cap is still read from the header before any decode.
+        """
         async with self._downloads:
             try:
-                return await self._download(url, gen_id, with_thumbnail)
+                return await self._download(url, gen_id, with_thumbnail, max_pixels or self._max_pixels,
+                                            max_bytes or self._max)
             except TimeoutError:
                 raise DownloadError("the image download timed out") from None
             except aiohttp.ClientError as exc:
@@ -219,7 +225,8 @@ class ImageStore:
             except BlobStoreError as exc:
                 raise DownloadError(str(exc)) from None
 
-    async def _download(self, url: str, gen_id: int, with_thumbnail: bool) -> StoredImage:
+    async def _download(self, url: str, gen_id: int, with_thumbnail: bool, max_pixels: int,
+                        max_bytes: int) -> StoredImage:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, self._allowed)
             # The session's own timeouts apply (see app.core.state.http_session).
@@ -232,10 +239,9 @@ class ImageStore:
                     continue
                 if resp.status != 200:
                     raise DownloadError(f"the image host answered HTTP {resp.status}")
-                if resp.content_length is not None and resp.content_length > self._max:
-                    raise DownloadError(f"the image is larger than the {self._max}-byte limit")
-                return await self._keep(_Download(resp.content, self._max, self._max_pixels), gen_id,
-                                        with_thumbnail)
+                if resp.content_length is not None and resp.content_length > max_bytes:
+                    raise DownloadError(f"the image is larger than the {max_bytes}-byte limit")
+                return await self._keep(_Download(resp.content, max_bytes, max_pixels), gen_id, with_thumbnail)
         raise DownloadError("the image host redirected too many times")
 
     async def _keep(self, body: _Download, gen_id: int, with_thumbnail: bool) -> StoredImage:

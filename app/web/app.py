@@ -34,6 +34,7 @@ from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, image_cache_headers, session_middleware, unauthorized
 from app.web.guards import FormBodyLimit, NormalizeBearer
 from app.web.session_caps import SessionCaps
+from app.web.signed import signed_routes
 from app.web.throttle import AuthThrottle, FailedAuthTracker
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/images/{id}", image, methods=["GET"], middleware=sessions),
+        *signed_routes(runtime),
         *gallery.routes(sessions),
         *(oauth.routes() if oauth is not None else []),
         *(SignInPage(oauth.provider, verifier if tokens else None, sso, http_session).routes()

@@ -1,0 +1,237 @@
+"""The editing tools: upscale, remove a background, inpaint, outpaint an image the caller names.
+
+Each takes `image` (and inpainting `mask`) as a generation id, a `pixazo://generations/{id}/image`
+URI or an https URL; app.core.inputs turns it into a URL Pixazo can fetch. Arguments are checked
+against the model's catalogue entry before the tool runs; input images are resolved before anything
+is recorded. Either refusal leaves no row and sends nothing. Results look like pix_generate's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools.base import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model, model_validator
+from pydantic_core import PydanticCustomError
+
+from app.core.extras import ExtraCaps, extra_problem
+from app.core.inputs import FORMS, InputImage, InputProblem
+from app.core.requests import RequestProblem, build_request, problems_for, range_text
+from app.identity.tokens import current_caller
+from app.pixazo.gateway import EDITORS, Endpoint
+from app.protocol.tools import EXTRA_KWARG, GenerationResult, run_request, state_of
+from app.settings import Settings
+
+IMAGE_HELP = (f"The input image: {FORMS}. A generation must be one you may see and must have an image; "
+              "a URL must be public (Pixazo fetches it).")
+EXTRAS_HELP = ("Arguments the tool does not know are not sent to Pixazo but are kept with the record (at most "
+               "{count}, {size} bytes as JSON in all, nested at most {depth} deep).")
+
+
+def _invalid(problems: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid_arguments", "Invalid arguments: {problems}. Nothing was recorded or "
+                               "sent to Pixazo.", {"problems": problems})
+
+
+class _EditArgsBase(ArgModelBase):
+    """Keeps unknown arguments (as pix_generate does) and explains bad values by the model's range."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True, hide_input_in_errors=True)
+
+    endpoint: ClassVar[Endpoint]
+    extra_caps: ClassVar[ExtraCaps] = ExtraCaps()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _explain(cls, data: Any, handler: Any) -> Any:
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            problems: list[str] = []
+            for err in exc.errors():
+                field = str(err["loc"][0]) if err["loc"] else ""
+                arg = cls.endpoint.args.get(field)
+                if err["type"] == "missing":
+                    text = f"`{field}` is required"
+                elif arg is not None and arg.kind == "image":
+                    text = f"`{field}` must be {FORMS}"
+                elif arg is not None:
+                    text = f"{range_text(field, arg)} for {cls.endpoint.model}"
+                else:
+                    text = f"`{field}`: {err['msg']}"
+                if text not in problems:
+                    problems.append(text)
+            raise _invalid("; ".join(problems)) from None
+        given = {name: getattr(model, name) for name in type(model).model_fields}
+        if problems := problems_for(cls.endpoint, given):
+            raise _invalid("; ".join(problems))
+        if (problem := extra_problem(model.model_extra or {}, cls.extra_caps)) is not None:
+            raise _invalid(problem)
+        return model
+
+    def model_dump_one_level(self) -> dict[str, Any]:
+        kwargs = super().model_dump_one_level()
+        kwargs[EXTRA_KWARG] = dict(self.model_extra or {})
+        return kwargs
+
+
+def _limited(endpoint: Endpoint, name: str, kind: type, description: str, default: Any) -> Any:
+    """A field with the catalogue's bounds in its schema (checked again, with the model named, above)."""
+    limit = endpoint.args[name].limit
+    bounds: dict[str, Any] = {}
+    if limit is not None:
+        if kind is str:
+            bounds = {"min_length": int(limit.minimum), "max_length": int(limit.maximum)}
+        else:
+            low, high = (int(limit.minimum), int(limit.maximum)) if kind is int else (limit.minimum, limit.maximum)
+            bounds = {"ge": low, "le": high, "multiple_of": limit.multiple_of}
+    optional = kind | None if default is None else kind
+    return (Annotated[optional, Field(description=description, **bounds)], ... if default is ... else default)
+
+
+IMAGE_FIELD: Any = (Annotated[StrictInt | StrictStr, Field(description=IMAGE_HELP)], ...)
+
+
+def _arguments(settings: Settings, operation: str, fields: dict[str, Any]) -> type[_EditArgsBase]:
+    model = create_model(f"pix_{operation}Arguments", __base__=_EditArgsBase, **fields)
+    model.endpoint = EDITORS[operation]
+    model.extra_caps = ExtraCaps(count=settings.max_extra_arguments, depth=settings.max_extra_depth,
+                                 size=settings.max_extra_bytes)
+    return model
+
+
+async def _resolve(ctx: Context, name: str, value: Any) -> InputImage:
+    try:
+        return await state_of(ctx).inputs.resolve(name, value, current_caller())
+    except InputProblem as exc:
+        raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
+
+
+async def _run(ctx: Context, operation: str, values: dict[str, Any], extra: dict[str, Any],
+               images: dict[str, InputImage], label: str, prompt: str | None = None) -> CallToolResult:
+    """Build the checked request (inputs sent as their URLs, recorded as given) and run it."""
+    state = state_of(ctx)
+    source = images["image"]
+    # The row's prompt: the tool's own (inpaint), else the input generation's, so a search for the
+    # words of an image finds what was made from it; an https URL input has none.
+    row_prompt = prompt if prompt is not None else (source.parent.prompt if source.parent is not None else "")
+    given = {**values, **{name: found.given for name, found in images.items()}}
+    try:
+        request = build_request(state.settings, EDITORS[operation], given, extra=extra,
+                                inputs={name: found.url for name, found in images.items()},
+                                parent_id=source.parent.id if source.parent is not None else None,
+                                prompt=row_prompt)
+    except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
+        raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
+    return await run_request(ctx, state, request, label)
+
+
+async def pix_upscale(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
+                      scale: int = 2) -> CallToolResult:
+    found = await _resolve(ctx, "image", image)
+    return await _run(ctx, "upscale", {"scale": scale}, extra_arguments, {"image": found}, "Upscaled image")
+
+
+async def pix_remove_background(ctx: Context, extra_arguments: dict[str, Any], image: int | str) -> CallToolResult:
+    found = await _resolve(ctx, "image", image)
+    return await _run(ctx, "remove_background", {}, extra_arguments, {"image": found}, "Image without background")
+
+
+async def pix_inpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str, mask: int | str,
+                      prompt: str, negative_prompt: str | None = None, width: int | None = None,
+                      height: int | None = None, num_steps: int | None = None,
+                      guidance_scale: float | None = None, seed: int | None = None) -> CallToolResult:
+    images = {"image": await _resolve(ctx, "image", image), "mask": await _resolve(ctx, "mask", mask)}
+    values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
+              "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
+    return await _run(ctx, "inpaint", values, extra_arguments, images, "Inpainted image", prompt=prompt)
+
+
+async def pix_outpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
+                       zoom_out_percentage: int = 20) -> CallToolResult:
+    found = await _resolve(ctx, "image", image)
+    return await _run(ctx, "outpaint", {"zoom_out_percentage": zoom_out_percentage}, extra_arguments,
+                      {"image": found}, "Outpainted image")
+
+
+def _price_text(endpoint: Endpoint) -> str:
+    if endpoint.price_by is not None:
+        tiers = ", ".join(f"${price:g} at {endpoint.price_by} {tier}" for tier, price in endpoint.price_tiers.items())
+        return f"Costs {tiers} (Pixazo's published prices)."
+    if endpoint.price_usd is None:
+        return "Pixazo publishes no price for it: the cost is unknown."
+    if endpoint.price_usd == 0:
+        return "Free on Pixazo (published price $0)."
+    return f"Costs ${endpoint.price_usd:g} a call (Pixazo's published price)."
+
+
+SPECS: dict[str, tuple[Any, str, str, str]] = {
+    # operation: (function, title, what it does, typical time)
+    "upscale": (pix_upscale, "Upscale an image (Pixazo)",
+                "Enlarge an image 2, 4, 6 or 8 times (`scale`, default 2) with Pixazo's {title}.",
+                "A queued job: usually 10-60 seconds, longer at higher scales."),
+    "remove_background": (pix_remove_background, "Remove an image's background (Pixazo)",
+                          "Cut the subject out of an image: a PNG with a transparent background, made by "
+                          "Pixazo's {title}.", "A queued job: usually 5-30 seconds."),
+    "inpaint": (pix_inpaint, "Inpaint part of an image (Pixazo)",
+                "Repaint the part of an image that `mask` marks (white = repaint, black = keep) to show "
+                "`prompt`, with Pixazo's {title}. `mask` is given like `image`.",
+                "Usually 10-30 seconds."),
+    "outpaint": (pix_outpaint, "Outpaint an image (Pixazo)",
+                 "Extend an image beyond its borders: zoom out by `zoom_out_percentage` (1-90, default 20) and "
+                 "let Pixazo's {title} paint the new margin.",
+                 "A queued job: usually 10-60 seconds."),
+}
+
+
+def _fields(operation: str) -> dict[str, Any]:
+    e = EDITORS[operation]
+    if operation == "upscale":
+        return {"image": IMAGE_FIELD, "scale": (Annotated[Literal[2, 4, 6, 8], Field(
+            description="How many times larger each side becomes (the price depends on it).")], 2)}
+    if operation == "remove_background":
+        return {"image": IMAGE_FIELD}
+    if operation == "outpaint":
+        return {"image": IMAGE_FIELD, "zoom_out_percentage": _limited(
+            e, "zoom_out_percentage", int, "How far to zoom out, in percent: the new margin's share.", 20)}
+    return {
+        "image": IMAGE_FIELD,
+        "mask": (Annotated[StrictInt | StrictStr, Field(description="The mask, given like `image`: white where the "
+                                                        "image is repainted, black where it is kept.")], ...),
+        "prompt": _limited(e, "prompt", str, "What the masked part should show.", ...),
+        "negative_prompt": _limited(e, "negative_prompt", str, "What it should not show.", None),
+        "width": _limited(e, "width", int, "Output width in pixels (default: the model's).", None),
+        "height": _limited(e, "height", int, "Output height in pixels (default: the model's).", None),
+        "num_steps": _limited(e, "num_steps", int, "Diffusion steps; more is slower.", None),
+        "guidance_scale": _limited(e, "guidance_scale", float, "How closely to follow the prompt.", None),
+        "seed": _limited(e, "seed", int, "Random seed; the same seed repeats a result.", None),
+    }
+
+
+def editing_tools(settings: Settings) -> list[Tool]:
+    """The four editing tools, built by hand like pix_generate (their schemas allow extra properties)."""
+    tools = []
+    for operation, (fn, title, what, timing) in SPECS.items():
+        endpoint = EDITORS[operation]
+        args = _arguments(settings, operation, _fields(operation))
+        description = "\n".join([
+            what.format(title=endpoint.title), IMAGE_HELP,
+            f"{_price_text(endpoint)} {timing}",
+            "Returns the new image's URL, a stored copy (resource link) and its generation id, which the "
+            "editing tools also take as input. Every call is recorded, successful or not.",
+            EXTRAS_HELP.format(count=settings.max_extra_arguments, size=settings.max_extra_bytes,
+                               depth=settings.max_extra_depth),
+        ])
+        tools.append(Tool(
+            fn=fn, name=fn.__name__, title=title, description=description,
+            parameters=args.model_json_schema(by_alias=True),
+            fn_metadata=FuncMetadata(arg_model=args, output_model=GenerationResult),
+            is_async=True, context_kwarg="ctx",
+            annotations=ToolAnnotations(title=title.removesuffix(" (Pixazo)"), read_only_hint=False,
+                                        destructive_hint=False, idempotent_hint=False, open_world_hint=True),
+        ))
+    return tools
