@@ -177,11 +177,13 @@ async def test_a_png_cut_short_is_refused_with_no_file(tmp_path: Path, sim: Simu
 
 
 async def test_the_pixel_cap_is_a_setting_and_pillows_guard_matches_it(tmp_path: Path, sim: Simulator) -> None:
-    settings = make_settings(tmp_path, sim.url, max_image_pixels=512 * 512)
+    settings = make_settings(tmp_path, sim.url, max_image_pixels=512 * 512, max_edit_pixels=600 * 600)
     before = Image.MAX_IMAGE_PIXELS
     try:
         result = await generate(settings, width=768, height=768)
-        assert Image.MAX_IMAGE_PIXELS == 512 * 512  # the decompression-bomb guard of any other decode
+        # The decompression-bomb guard of any other decode: the larger cap (the editing tools' images
+        # are decoded for thumbnails too).
+        assert Image.MAX_IMAGE_PIXELS == 600 * 600
     finally:
         Image.MAX_IMAGE_PIXELS = before  # process-wide: later tests decode without a server
     assert "768x768 pixels, over the 262144-pixel limit" in result.content[0].text

@@ -23,9 +23,9 @@ from tests.conftest import TEST_KEY, free_port, rows
 
 
 @asynccontextmanager
-async def server_process(tmp_path: Path, sim: Simulator,
+async def server_process(tmp_path: Path, sim: Simulator, port: int | None = None,
                          **env: str) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
+    port = port or free_port()
     environ = {
         **os.environ, "PIXAZO_API_KEY": TEST_KEY, "PIXAZO_BASE_URL": sim.url,
         "PIXAZO_DB_PATH": str(tmp_path / "pixazo.db"), "PIXAZO_IMAGE_DIR": str(tmp_path / "images"),
