@@ -135,3 +135,17 @@ async def test_a_pixazo_error_echoing_the_link_is_scrubbed_everywhere(tmp_path: 
     assert "sig=[redacted]" in row["upstream_error"]
     assert sig not in json.dumps(row)
     assert sig not in caplog.text
+
+
+async def test_a_fresh_pixazo_url_is_preferred_to_a_signed_link(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, BASE, public_url="https://mcp.example.com", session_secret=SecretStr(SECRET))
+    image = sim.url + "/images/3-1024x1024-0.png"
+    with Upstream(passthrough=[sim.url]) as upstream:
+        upstream.post(BASE + SDXL_PATH, payload={"imageUrl": image})
+        upstream.post(BASE + UPSCALE, status=400, payload={"error": "no"})
+        async with in_memory_client(settings) as client:
+            assert not (await client.call_tool("pix_generate", {"prompt": "p"})).is_error
+            await client.call_tool("pix_upscale", {"image": 1})
+        (sent,) = upstream.requests[("POST", URL(BASE + UPSCALE))]
+    # Younger than PIXAZO_UPSTREAM_URL_FRESH_S (an hour): Pixazo's own URL, no link to our server.
+    assert sent.kwargs["json"] == {"image": image, "scale_factor": 2}
