@@ -250,3 +250,19 @@ async def test_a_bomb_from_an_edit_is_refused_from_its_header(settings: Settings
     row = edited(settings)
     assert row["status"] == "DOWNLOAD_FAILED"
     assert "12000x12000 pixels, over the 67108864-pixel limit" in row["error"]
+
+
+async def test_descriptions_give_the_prices_in_force(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"bria-rmbg-2.0": 0.02}))
+    async with in_memory_client(make_settings(tmp_path, prices_file=prices)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert "Costs $0.07 at scale 2, $0.12 at scale 4, $0.23 at scale 6, $0.45 at scale 8." in (
+        tools["pix_upscale"].description or "")
+    assert "Costs $0.02 a call." in (tools["pix_remove_background"].description or "")  # the operator's
+    assert "Free on Pixazo" in (tools["pix_inpaint"].description or "")
+    assert "the cost is unknown" in (tools["pix_outpaint"].description or "")
+    for name in ("pix_upscale", "pix_remove_background", "pix_inpaint", "pix_outpaint"):
+        hints = tools[name].annotations
+        assert hints is not None
+        assert (hints.read_only_hint, hints.open_world_hint, hints.destructive_hint) == (False, True, False)

@@ -18,6 +18,7 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.core.costs import Prices, PricesFileError, usd
 from app.core.extras import ExtraCaps, extra_problem
 from app.core.inputs import FORMS, InputImage, InputProblem
 from app.core.requests import RequestProblem, build_request, problems_for, range_text
@@ -158,15 +159,17 @@ async def pix_outpaint(ctx: Context, extra_arguments: dict[str, Any], image: int
                       {"image": found}, "Outpainted image")
 
 
-def _price_text(endpoint: Endpoint) -> str:
-    if endpoint.price_by is not None:
-        tiers = ", ".join(f"${price:g} at {endpoint.price_by} {tier}" for tier, price in endpoint.price_tiers.items())
-        return f"Costs {tiers} (Pixazo's published prices)."
-    if endpoint.price_usd is None:
+def _price_text(endpoint: Endpoint, prices: Prices) -> str:
+    """The price in force (the catalogue's published figure, or the operator's PIXAZO_PRICES_FILE)."""
+    rows = [(tier, price) for model, _, tier, price in prices.table() if model == endpoint.model]
+    if len(rows) > 1 or (rows and rows[0][0]):
+        return "Costs " + ", ".join(f"{usd(price)} at {tier}" for tier, price in rows) + "."
+    price = rows[0][1] if rows else None
+    if price is None:
         return "Pixazo publishes no price for it: the cost is unknown."
-    if endpoint.price_usd == 0:
-        return "Free on Pixazo (published price $0)."
-    return f"Costs ${endpoint.price_usd:g} a call (Pixazo's published price)."
+    if price == 0:
+        return "Free on Pixazo (price $0)."
+    return f"Costs {usd(price)} a call."
 
 
 SPECS: dict[str, tuple[Any, str, str, str]] = {
@@ -214,13 +217,17 @@ def _fields(operation: str) -> dict[str, Any]:
 
 def editing_tools(settings: Settings) -> list[Tool]:
     """The four editing tools, built by hand like pix_generate (their schemas allow extra properties)."""
+    try:
+        prices = Prices.load(settings)
+    except PricesFileError:
+        prices = Prices()  # the server refuses to start on a bad prices file; its message says why
     tools = []
     for operation, (fn, title, what, timing) in SPECS.items():
         endpoint = EDITORS[operation]
         args = _arguments(settings, operation, _fields(operation))
         description = "\n".join([
             what.format(title=endpoint.title), IMAGE_HELP,
-            f"{_price_text(endpoint)} {timing}",
+            f"{_price_text(endpoint, prices)} {timing}",
             "Returns the new image's URL, a stored copy (resource link) and its generation id, which the "
             "editing tools also take as input. Every call is recorded, successful or not.",
             EXTRAS_HELP.format(count=settings.max_extra_arguments, size=settings.max_extra_bytes,
