@@ -149,3 +149,29 @@ async def test_a_live_instances_jobs_are_not_taken(tmp_path: Path, sim: Simulato
             got = await owner_state.store.get(row.id)
             assert isinstance(got, Generation)
             assert got.status == "PENDING"
+
+
+async def test_a_resumed_upscale_job_keeps_its_upscaled_image(tmp_path: Path, sim: Simulator) -> None:
+    """A real queue model (the upscaler), resumed from its row alone: Pixazo's result is kept, same row."""
+    settings = settings_for(tmp_path, sim)
+    source = sim.url + "/images/1-512x512-0.png"
+    upscaler = CATALOGUE["crystal-upscaler"]
+    async with aiohttp.ClientSession() as http, http.post(
+            sim.url + upscaler.path, json=upscaler.body({"image": source, "scale": 2}),
+            headers={KEY_HEADER: TEST_KEY}) as resp:
+        assert resp.status == 202
+        request_id = str((await resp.json())["request_id"])
+    crashed = await store_for(f"sqlite:///{settings.db_path}")
+    try:
+        row = await crashed.insert_pending("an upscale", {"scale": 2}, meta=CallMeta(
+            model="crystal-upscaler", operation="upscale", cost_usd=0.07))
+        await crashed.set_request_id(row.id, request_id)
+    finally:
+        await crashed.close()
+    async with open_state(settings):
+        done = await finished(settings, row.id)
+    image_url = sim.jobs[request_id].image_url or ""
+    assert "1024x1024" in image_url  # the simulator's 2x upscale of the 512 x 512 input
+    assert (done["status"], done["model"], done["operation"], done["cost_usd"]) == (
+        "SUCCESS", "crystal-upscaler", "upscale", 0.07)
+    assert (settings.image_dir / str(done["image_path"])).read_bytes() == sim.image_bytes(image_url)
