@@ -372,3 +372,71 @@ async def test_the_gallery_shows_the_chain_the_viewer_may_see(
         in index
     assert '<span class="op">remove background</span> · <span class="model">bria-rmbg-2.0</span>' in index
     assert ('<span class="model">crystal-upscaler</span>' in index) is not own
+
+
+# --- pix_regenerate of an edit: the input image, as first given, is resolved again -----------------
+
+def model_calls(sim: Simulator, path: str) -> list[dict[str, Any]]:
+    return [c["body"] for c in sim.stats.calls if c["method"] == "POST" and c["path"] == path]
+
+
+@pytest.fixture
+def edit_settings(tmp_path: Path, sim: Simulator) -> Settings:
+    return make_settings(tmp_path, sim.url, inline_image="none", poll_base_s=0.02, poll_cap_s=0.05)
+
+
+async def test_regenerating_an_upscale_sends_the_same_input_again(edit_settings: Settings,
+                                                                  sim: Simulator) -> None:
+    async with in_memory_client(edit_settings) as client:
+        source = (await client.call_tool("pix_generate", {"prompt": "a red fox"})).structured_content
+        upscaled = await client.call_tool("pix_upscale", {"image": source["id"], "scale": 4, "ticket": "T-9"})
+        assert not upscaled.is_error, upscaled.content[0].text
+        again = await client.call_tool("pix_regenerate", {"id": upscaled.structured_content["id"]})
+        assert not again.is_error, again.content[0].text
+        row = (await client.call_tool("get_generation", {"id": again.structured_content["id"]})).structured_content
+    upscaler = CATALOGUE["crystal-upscaler"].path
+    assert model_calls(sim, upscaler) == [{"image": source["image_url"], "scale_factor": 4}] * 2
+    assert (row["model"], row["operation"], row["parent_id"], row["status"]) == (
+        "crystal-upscaler", "upscale", upscaled.structured_content["id"], "SUCCESS")
+    assert row["parameters"] == {"image": source["id"], "scale": 4, "ticket": "T-9"}  # as first given
+    assert row["prompt"] == "a red fox"
+    assert again.content[0].text.startswith(f"Regenerated image {row['id']}:")
+
+
+async def test_regenerating_an_inpaint_applies_the_override(edit_settings: Settings, sim: Simulator) -> None:
+    async with in_memory_client(edit_settings) as client:
+        source = (await client.call_tool("pix_generate", {"prompt": "a garden"})).structured_content
+        mask = f"pixazo://generations/{source['id']}/image"
+        painted = await client.call_tool("pix_inpaint", {"image": source["id"], "mask": mask, "prompt": "a cat",
+                                                         "seed": 3})
+        assert not painted.is_error, painted.content[0].text
+        again = await client.call_tool("pix_regenerate", {"id": painted.structured_content["id"],
+                                                          "prompt": "a dog", "seed": 4})
+        assert not again.is_error, again.content[0].text
+    first, second = model_calls(sim, CATALOGUE["sd-inpainting"].path)
+    assert first == {"prompt": "a cat", "imageUrl": source["image_url"], "maskUrl": source["image_url"],
+                     "seed": 3}
+    assert second == {**first, "prompt": "a dog", "seed": 4}
+    out = again.structured_content
+    assert (out["model"], out["operation"], out["parent_id"], out["prompt"]) == (
+        "sd-inpainting", "inpaint", painted.structured_content["id"], "a dog")
+    assert out["parameters"] == {"image": source["id"], "mask": mask, "seed": 4}
+
+
+async def test_an_edit_whose_input_is_gone_is_refused_with_nothing_sent(
+        tmp_path: Path, sim: Simulator, database_url: str) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none", database_url=SecretStr(database_url))
+    store = await store_for(database_url)
+    try:
+        orphan = await seed(store, "a fox", None, None, model="crystal-upscaler", operation="upscale",
+                            parameters={"image": 999, "scale": 2})
+        async with in_memory_client(settings) as client:
+            refused = await client.call_tool("pix_regenerate", {"id": orphan})
+            count = len((await client.call_tool("list_generations", {})).structured_content["generations"])
+    finally:
+        await store.close()
+    assert refused.is_error
+    assert f"Cannot repeat generation {orphan}: `image`: no generation with id 999. {NOTHING_DONE}" in \
+        refused.content[0].text
+    assert count == 1
+    assert list(sim.stats.calls) == []

@@ -34,7 +34,7 @@ OVERRIDABLE: tuple[str, ...] = ("prompt", "negative_prompt", "width", "height", 
 CARRIED_ACROSS_MODELS: tuple[str, ...] = ("prompt", "negative_prompt", "width", "height", "seed")
 
 # Turns an input image as recorded (an id, a URI or a URL, as the caller gave it) into the URL Pixazo
-# fetches, for the viewer; raises a ValueError with a message for the caller when it cannot.
+# fetches, for the viewer (app.core.inputs' rules); raises RepeatProblem when it cannot.
 InputResolver = Callable[[str, Any], Awaitable[str]]
 
 
@@ -104,7 +104,7 @@ def _endpoint_of(source: Generation) -> Endpoint:
 
 
 async def repeat_request(settings: Settings, source: Generation, overrides: Mapping[str, Any], *,
-                         model: str | None = None, resolve: InputResolver | None = None) -> Repeat:
+                         resolve: InputResolver, model: str | None = None) -> Repeat:
     """The request that repeats `source` (a row the caller may see) with `overrides` (None = keep).
 
     The row's model, operation and recorded arguments are taken as they were sent (its extra arguments are
@@ -149,11 +149,6 @@ async def repeat_request(settings: Settings, source: Generation, overrides: Mapp
     for name, arg in target.args.items():
         if arg.kind != "image" or given.get(name) is None:
             continue
-        if resolve is None:
-            # Until the editing tools' input resolution is available here, an edit is refused whole.
-            raise RepeatProblem(
-                f"generation {source.id} is an edit ({source.operation.replace('_', ' ')} by {source.model}); "
-                "pix_regenerate repeats text-to-image generations only, so call the editing tool again")
         inputs[name] = await resolve(name, given[name])
     # A model without a prompt (an upscale) keeps the row's prompt: the words of the image it came from.
     row_prompt = None if "prompt" in target.args else source.prompt

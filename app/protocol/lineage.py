@@ -13,6 +13,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.core.inputs import InputProblem
 from app.core.lineage import OVERRIDABLE, RepeatProblem, repeat_request
 from app.core.requests import RequestProblem
 from app.errors import NotFoundError
@@ -113,11 +114,19 @@ async def pix_regenerate(ctx: Context, id: int, prompt: str | None = None, negat
         raise ToolError(f"{exc} {NOTHING_DONE}") from None
     overrides = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
                  "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
+
+    async def resolve(name: str, value: Any) -> str:
+        """An edit's input image, resolved again now (a stale Pixazo URL becomes a signed link)."""
+        try:
+            return (await state.inputs.resolve(name, value, viewer)).url
+        except InputProblem as exc:
+            raise RepeatProblem(str(exc)) from None
+
     try:
-        repeat = await repeat_request(state.settings, source, overrides, model=model)
+        repeat = await repeat_request(state.settings, source, overrides, model=model, resolve=resolve)
     except (RepeatProblem, RequestProblem) as exc:
         raise ToolError(f"Cannot repeat generation {id}: {exc}. {NOTHING_DONE}") from None
-    result = await run_request(ctx, state, repeat.request)
+    result = await run_request(ctx, state, repeat.request, "Regenerated image")
     if repeat.not_carried:
         result.content.append(TextContent(type="text", text=(
             f"Not carried over to {repeat.request.model} from generation {id}: "
