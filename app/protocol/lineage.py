@@ -27,9 +27,9 @@ ARGUMENTS = ("id", *OVERRIDABLE, "model")
 
 PIX_REGENERATE_DESCRIPTION = f"""Repeat a recorded generation, with some arguments changed.
 
-`id` names a text-to-image generation (one you may see; an edit is repeated with its own tool). The
-new call uses its model and recorded arguments (prompt, size, steps, guidance, seed, negative prompt),
-with each argument you give here in place of the recorded one. `model` may switch a
+`id` names the generation (one you may see). The new call uses its model, operation and recorded
+arguments (prompt, size, steps, guidance, seed, negative prompt; an edit's input image again, as first
+given), with each argument you give here in place of the recorded one. `model` may switch a
 text-to-image generation to another of {", ".join(GENERATE_MODELS)}; then the prompt, negative prompt,
 size and seed carry over where the new model takes them, and steps and guidance take the new model's
 defaults unless given. A value the model does not take, or outside its range, is refused naming the model
