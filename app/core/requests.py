@@ -7,7 +7,6 @@ everywhere: naming the model and the range, with nothing recorded or sent.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,24 +73,11 @@ def range_text(name: str, arg: Arg | None = None, limit: Limit | None = None) ->
 
 
 def _fits(arg: Arg, value: Any) -> bool:
-    if arg.choices is not None:
-        return isinstance(value, int) and not isinstance(value, bool) and value in arg.choices
-    limit = arg.limit
-    if arg.kind == "text":
-        return isinstance(value, str) and (limit is None or limit.minimum <= len(value) <= limit.maximum)
-    if arg.kind == "image":  # a generation id, a URI or a URL, as the caller gave it (resolved elsewhere)
-        return (isinstance(value, str) and bool(value)) or (isinstance(value, int) and not isinstance(value, bool))
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    if arg.kind == "int" and not float(value).is_integer():
-        return False
-    if not math.isfinite(value):
-        return False
-    if limit is None:
+    """The wire rule (`Arg.accepts`), except that an input image is still as the caller gave it: a
+    generation id, a URI or a URL (resolved to a URL later)."""
+    if arg.kind == "image" and isinstance(value, int) and not isinstance(value, bool):
         return True
-    if not limit.minimum <= value <= limit.maximum:
-        return False
-    return limit.multiple_of is None or int(value) % limit.multiple_of == 0
+    return arg.accepts(value)
 
 
 def problems_for(endpoint: Endpoint, given: Mapping[str, Any]) -> list[str]:

@@ -12,6 +12,7 @@ templated skills repository, sometimes wrong), `third-party` (other clients' cod
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -152,6 +153,25 @@ class Arg:
     limit: Limit | None = None
     default: Any = None
     choices: tuple[int, ...] | None = None
+
+    def accepts(self, value: Any) -> bool:
+        """Whether a value is what the field takes on the wire (type, range, step, choices); an image is
+        its URL. The simulator refuses by this rule, and the server checks callers' values by it first."""
+        limit = self.limit
+        if self.kind in ("text", "image"):
+            return isinstance(value, str) and bool(value or self.kind == "text") and (
+                limit is None or limit.minimum <= len(value) <= limit.maximum)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        if self.choices is not None and value not in self.choices:
+            return False
+        if limit is None:
+            return True
+        if not limit.minimum <= value <= limit.maximum:
+            return False
+        return limit.multiple_of is None or int(value) % limit.multiple_of == 0
 
 
 Operation = Literal["generate", "upscale", "remove_background", "inpaint", "outpaint"]

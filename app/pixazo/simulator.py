@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import math
 import random
 import struct
 import time
@@ -54,7 +53,6 @@ from app.pixazo.gateway import (
     SDXL_PATH,
     STATUS_PATH,
     TERMINAL_STATES,
-    Arg,
     Endpoint,
 )
 from app.pixazo.renders import (
@@ -222,24 +220,6 @@ def _bad(message: str) -> RefusedError:
     return RefusedError(web.json_response({"error": message}, status=400))
 
 
-def _fits(arg: Arg, value: Any) -> bool:
-    """Whether a value is what the catalogue says the field takes (type, range, step, choices)."""
-    limit = arg.limit
-    if arg.kind in ("text", "image"):
-        return isinstance(value, str) and (limit is None or limit.minimum <= len(value) <= limit.maximum)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return False
-    if arg.kind == "int" and not float(value).is_integer():
-        return False
-    if arg.choices is not None and value not in arg.choices:
-        return False
-    if limit is None:
-        return True
-    if not limit.minimum <= value <= limit.maximum:
-        return False
-    return limit.multiple_of is None or int(value) % limit.multiple_of == 0
-
-
 def check_body(endpoint: Endpoint, body: Any) -> dict[str, Any]:
     """The body's values by wire name, or a RefusedError: the live quirk (plain-text 500) for a field the
     model does not take, 400 for a missing prompt or image or a value out of range."""
@@ -255,7 +235,7 @@ def check_body(endpoint: Endpoint, body: Any) -> dict[str, Any]:
             if wire == "prompt" or arg.kind == "image":
                 raise _bad(f"{wire} is required")
             continue
-        if not _fits(arg, value):
+        if not arg.accepts(value):
             raise _bad(f"{wire} is invalid or out of range")
         if arg.kind == "image" and not value.startswith(("http://", "https://")):
             raise _bad(f"{wire} must be an http(s) URL")

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,7 +31,7 @@ from app.protocol.server import Runtime, build_server
 from app.settings import Settings
 from app.storage.database import engine_of, password_of
 from app.storage.oauth_records import OAuthRecords
-from app.web.gallery import Gallery, image_cache_headers, session_middleware, unauthorized
+from app.web.gallery import Gallery, image_cache_headers, session_middleware, stored_image, unauthorized
 from app.web.guards import FormBodyLimit, NormalizeBearer
 from app.web.session_caps import SessionCaps
 from app.web.signed import signed_routes
@@ -222,12 +222,7 @@ def create_app(settings: Settings) -> Starlette:
         images = state.service.images
         headers = {**image_cache_headers(verifier is not None), "ETag": f'"{gen.image_sha256}"',
                    "X-Content-Type-Options": "nosniff"}
-        path = images.path_of(gen.image_path)
-        if path is not None:
-            return FileResponse(path, media_type=gen.image_mime, headers=headers)
-        if gen.image_bytes is not None:
-            headers["Content-Length"] = str(gen.image_bytes)
-        return StreamingResponse(images.stream(gen.image_path), media_type=gen.image_mime, headers=headers)
+        return stored_image(images, gen, headers)
 
     sessions = [session_middleware(settings)]
     routes = [

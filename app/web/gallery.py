@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +27,7 @@ from app.identity.tokens import TeamTokenVerifier
 from app.net import is_http_url
 from app.protocol.server import Runtime
 from app.settings import Settings
+from app.storage.images import ImageStore
 from app.storage.records import Generation, parse_generation_id
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -76,6 +77,18 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def stored_image(images: ImageStore, gen: Generation, headers: dict[str, str]) -> Response:
+    """A generation's stored image: a file sent by the server when the store has one on disk, else the
+    object store's bytes streamed through. The caller checked that the row has an image."""
+    assert gen.image_path is not None  # noqa: S101 - callers check first
+    path = images.path_of(gen.image_path)
+    if path is not None:
+        return FileResponse(path, media_type=gen.image_mime, headers=headers)
+    if gen.image_bytes is not None:
+        headers = {**headers, "Content-Length": str(gen.image_bytes)}
+    return StreamingResponse(images.stream(gen.image_path), media_type=gen.image_mime, headers=headers)
 
 
 def image_cache_headers(private: bool) -> dict[str, str]:

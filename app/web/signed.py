@@ -9,11 +9,12 @@ access log is off; nothing here logs the request).
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.protocol.server import Runtime
 from app.storage.records import MAX_ID, MIN_ID
+from app.web.gallery import stored_image
 
 
 def forbidden() -> Response:
@@ -39,11 +40,6 @@ def signed_routes(runtime: Runtime) -> list[Route]:
         images = state.service.images
         headers = {"Cache-Control": f"private, max-age={left}", "X-Content-Type-Options": "nosniff",
                    "Referrer-Policy": "no-referrer", "ETag": f'"{gen.image_sha256}"'}
-        path = images.path_of(gen.image_path)
-        if path is not None:
-            return FileResponse(path, media_type=gen.image_mime, headers=headers)
-        if gen.image_bytes is not None:
-            headers["Content-Length"] = str(gen.image_bytes)
-        return StreamingResponse(images.stream(gen.image_path), media_type=gen.image_mime, headers=headers)
+        return stored_image(images, gen, headers)
 
     return [Route("/signed/{id}", signed_image, methods=["GET", "HEAD"])]
