@@ -46,11 +46,13 @@ async def test_no_secret_leaks_anywhere_under_every_fault(tmp_path: Path) -> Non
                                 stdout=stdout, stderr=stderr, cwd=tmp_path)
         try:
             async with httpx2.AsyncClient() as http:
-                for _ in range(400):
-                    with suppress(httpx2.HTTPError):
-                        if (await http.get(url + "/healthz")).status_code == 200:
-                            break
-                    await asyncio.sleep(0.05)
+                # Bounded by time, not by tries: a loaded CI machine may take many seconds to start it.
+                with anyio.fail_after(60):
+                    while True:
+                        with suppress(httpx2.HTTPError):
+                            if (await http.get(url + "/healthz")).status_code == 200:
+                                break
+                        await asyncio.sleep(0.05)
                 # every HTTP surface, with no token, a wrong token and a good one
                 for headers in ({}, {"Authorization": f"Bearer {WRONG}"}, {"Authorization": f"Bearer {ALICE}"}):
                     for method, path in (("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/images/1"),

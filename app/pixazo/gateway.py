@@ -50,6 +50,8 @@ REQUEST_ID_FIELDS = ("request_id", "requestId")
 # {"detail": ...} (what Pixazo's own studio client also reads), and plain text (live: a 500 with
 # `Error processing request`). The first present field wins; else the text itself; else the reason.
 ERROR_MESSAGE_FIELDS = ("error", "message", "detail")
+# The live gateway's answer to a body field a model does not take (SDXL sent `guidance`, seen live).
+UNKNOWN_FIELD_STATUS, UNKNOWN_FIELD_TEXT = 500, "Error processing request"
 
 # Queue states (doc): QUEUED -> PROCESSING -> COMPLETED, or FAILED / ERROR. Older sources say
 # IN_QUEUE / IN_PROGRESS; FLUX's batch route answers them in lower case. ERROR is "a system error,
@@ -190,6 +192,8 @@ class Endpoint:
     args: Mapping[str, Arg]  # our argument name -> how it is sent
     evidence: str
     fixed: Mapping[str, Any] = field(default_factory=dict)  # fields always sent
+    # The field a sync answer carries the image's URL in (SDXL `imageUrl`, live; FLUX `output`, doc).
+    answer_field: str = "imageUrl"
     # Published price per call in USD; None when none is published. `price_by` names the argument
     # whose value picks the tier in `price_tiers` (the upscaler is priced by scale). A call's price is
     # computed in one place, app.core.costs.Prices, which also applies the operator's prices file.
@@ -257,6 +261,7 @@ FLUX_SCHNELL = Endpoint(
         "num_steps": Arg("num_steps", "int", Limit(1, 8), 4),
         "seed": Arg("seed", "int", SEED, 42),
     },
+    answer_field="output",
 )
 # Crystal upscaler (doc, skill): a queue model priced by scale tier. Before 2026-05-28 its path was
 # /upscaler/v1/crystal-upscaler/generate.

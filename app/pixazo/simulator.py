@@ -46,13 +46,14 @@ from app.pixazo.gateway import (
     COMPLETED,
     ERROR,
     FAILED,
-    FLUX_SCHNELL,
     KEY_HEADER,
     PROCESSING,
     QUEUED,
     SDXL_PATH,
     STATUS_PATH,
     TERMINAL_STATES,
+    UNKNOWN_FIELD_STATUS,
+    UNKNOWN_FIELD_TEXT,
     Endpoint,
 )
 from app.pixazo.renders import (
@@ -77,10 +78,6 @@ MAX_JOBS = 10_000  # queue jobs kept (oldest forgotten first): a demo server run
 FAULT_KINDS = ("http", "hang", "reset", "html", "truncated", "no_url", "slow", "url")
 FAULT_ROUTES = ("submit", "status")
 JOB_ENDS = (COMPLETED, FAILED, ERROR, PROCESSING)  # PROCESSING: the job never ends by itself
-# The live gateway's answer to a body field a model does not take (SDXL with `guidance`, seen live).
-UNKNOWN_FIELD_STATUS, UNKNOWN_FIELD_TEXT = 500, "Error processing request"
-# Sync models answer {"imageUrl": url}, except FLUX.1 schnell: {"output": url} (doc).
-ANSWER_FIELDS = {FLUX_SCHNELL.path: "output"}
 FETCH_LIMIT = 50 * 1024 * 1024  # bytes of an input image the simulator reads before giving up
 
 
@@ -418,7 +415,7 @@ class Simulator:
             return drawn
         if endpoint.model in self.queued_models:
             return await self._enqueue(endpoint, values, image_url=drawn)
-        return web.json_response({ANSWER_FIELDS.get(endpoint.path, "imageUrl"): drawn})
+        return web.json_response({endpoint.answer_field: drawn})
 
     def _wire(self, endpoint: Endpoint, name: str) -> str | None:
         arg = endpoint.args.get(name)
@@ -565,7 +562,7 @@ class Simulator:
                                           "output": {"media_url": [fault.body], "media_type": "image/png"}})
             if endpoint.kind == "queue":
                 return await self._enqueue(endpoint, values, image_url=fault.body)
-            return web.json_response({ANSWER_FIELDS.get(endpoint.path, "imageUrl"): fault.body})
+            return web.json_response({endpoint.answer_field: fault.body})
         # reset: drop the connection without an answer
         if request.transport is not None:
             request.transport.abort()
