@@ -266,3 +266,24 @@ async def test_descriptions_give_the_prices_in_force(tmp_path: Path) -> None:
         hints = tools[name].annotations
         assert hints is not None
         assert (hints.read_only_hint, hints.open_world_hint, hints.destructive_hint) == (False, True, False)
+
+
+async def test_a_budget_is_reached_exactly_by_upscales_and_the_next_is_refused_with_nothing_sent(
+        tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, poll_base_s=0.02, poll_cap_s=0.05, max_retries=0,
+                             daily_budget_usd=0.14)
+    source = await parent(settings)  # SDXL is free: it never counts against the budget
+    async with in_memory_client(settings) as client:
+        first, second, third = [await client.call_tool("pix_upscale", {"image": source["id"], "scale": 2})
+                                for _ in range(3)]
+        status = (await client.call_tool("pix_status", {})).structured_content
+    assert not first.is_error, first.content[0].text
+    assert not second.is_error, second.content[0].text
+    assert third.is_error
+    assert "Daily budget reached" in third.content[0].text
+    assert "Nothing was sent to Pixazo" in third.content[0].text
+    assert len(model_calls(sim, UPSCALE)) == 2  # $0.07 + $0.07 = the $0.14 budget, to the cent
+    refused = rows(settings.db_path)[-1]
+    assert (refused["status"], refused["cost_usd"], refused["operation"]) == ("BUDGET_EXCEEDED", 0.0, "upscale")
+    assert status["spent_today_usd"] == pytest.approx(0.14)
+    assert status["budget_remaining_usd"] == pytest.approx(0.0)
