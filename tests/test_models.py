@@ -97,7 +97,7 @@ async def test_what_a_model_does_not_take_is_refused_before_anything_is_sent(
     result = await call(settings, {"prompt": "p", "model": "flux-schnell", **arguments})
     assert result.is_error
     assert named in result.content[0].text
-    assert "Nothing was sent to Pixazo" in result.content[0].text
+    assert "Nothing was recorded or sent to Pixazo" in result.content[0].text
     assert not [k for k in upstream.requests if k[0] == "POST"]
     assert rows(settings.db_path) == []
 

@@ -13,18 +13,19 @@ from typing import Annotated, Any, ClassVar, Literal
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.types import CallToolResult, ToolAnnotations
-from pydantic import ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, StrictInt, StrictStr, create_model
+from pydantic_core import ErrorDetails
 
 from app.core.costs import Prices, PricesFileError, usd
-from app.core.extras import ExtraCaps, extra_problem
+from app.core.extras import ExtraCaps
 from app.core.inputs import FORMS, InputImage, InputProblem
 from app.core.requests import RequestProblem, build_request, problems_for, range_text
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import EDITORS, Endpoint
-from app.protocol.tools import EXTRA_KWARG, GenerationResult, run_request, state_of
+from app.protocol.arguments import CatalogueArgs
+from app.protocol.tools import GenerationResult, run_request, state_of
 from app.settings import Settings
 
 IMAGE_HELP = (f"The input image: {FORMS}. A generation must be one you may see and must have an image; "
@@ -33,51 +34,22 @@ EXTRAS_HELP = ("Arguments the tool does not know are not sent to Pixazo but are 
                "{count}, {size} bytes as JSON in all, nested at most {depth} deep).")
 
 
-def _invalid(problems: str) -> PydanticCustomError:
-    return PydanticCustomError("invalid_arguments", "Invalid arguments: {problems}. Nothing was recorded or "
-                               "sent to Pixazo.", {"problems": problems})
-
-
-class _EditArgsBase(ArgModelBase):
-    """Keeps unknown arguments (as pix_generate does) and explains bad values by the model's range."""
-
-    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True, hide_input_in_errors=True)
+class _EditArgsBase(CatalogueArgs):
+    """An editing tool's arguments, explained by its model's catalogue entry."""
 
     endpoint: ClassVar[Endpoint]
-    extra_caps: ClassVar[ExtraCaps] = ExtraCaps()
 
-    @model_validator(mode="wrap")
     @classmethod
-    def _explain(cls, data: Any, handler: Any) -> Any:
-        try:
-            model = handler(data)
-        except ValidationError as exc:
-            problems: list[str] = []
-            for err in exc.errors():
-                field = str(err["loc"][0]) if err["loc"] else ""
-                arg = cls.endpoint.args.get(field)
-                if err["type"] == "missing":
-                    text = f"`{field}` is required"
-                elif arg is not None and arg.kind == "image":
-                    text = f"`{field}` must be {FORMS}"
-                elif arg is not None:
-                    text = f"{range_text(field, arg)} for {cls.endpoint.model}"
-                else:
-                    text = f"`{field}`: {err['msg']}"
-                if text not in problems:
-                    problems.append(text)
-            raise _invalid("; ".join(problems)) from None
-        given = {name: getattr(model, name) for name in type(model).model_fields}
-        if problems := problems_for(cls.endpoint, given):
-            raise _invalid("; ".join(problems))
-        if (problem := extra_problem(model.model_extra or {}, cls.extra_caps)) is not None:
-            raise _invalid(problem)
-        return model
+    def _problem_text(cls, field: str, err: ErrorDetails) -> str:
+        arg = cls.endpoint.args.get(field)
+        if err["type"] == "missing" or arg is None:
+            return super()._problem_text(field, err)
+        if arg.kind == "image":
+            return f"`{field}` must be {FORMS}"
+        return f"{range_text(field, arg)} for {cls.endpoint.model}"
 
-    def model_dump_one_level(self) -> dict[str, Any]:
-        kwargs = super().model_dump_one_level()
-        kwargs[EXTRA_KWARG] = dict(self.model_extra or {})
-        return kwargs
+    def _model_problems(self) -> list[str]:
+        return problems_for(self.endpoint, {name: getattr(self, name) for name in type(self).model_fields})
 
 
 def _limited(endpoint: Endpoint, name: str, kind: type, description: str, default: Any) -> Any:

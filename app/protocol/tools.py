@@ -11,11 +11,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent, ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field, create_model
+from pydantic_core import ErrorDetails
 
 from app import __version__
-from app.core.extras import ExtraCaps, extra_problem
+from app.core.extras import ExtraCaps
 from app.core.lineage import CHILDREN_SHOWN, lineage
 from app.core.requests import GenerationRequest, RequestProblem, build_request, problems_for, range_text
 from app.core.service import GenerationService, Outcome
@@ -23,13 +23,11 @@ from app.core.state import AppState
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, SDXL_LIMITS
+from app.protocol.arguments import CatalogueArgs
 from app.protocol.calllog import CALL_INFO
 from app.settings import Settings
 from app.storage.images import THUMB_MIME
 from app.storage.records import MAX_ID, MIN_ID, Generation
-
-EXTRA_KWARG = "extra_arguments"
-GIVEN_KWARG = "given_arguments"  # which arguments the caller gave (the others take the model's defaults)
 
 PIX_GENERATE_DESCRIPTION = """Generate an image from a text prompt with one of Pixazo's models.
 
@@ -136,58 +134,23 @@ class GenerationPage(BaseModel):
     next_before_id: int | None = Field(description="Pass as before_id for the next page; null at the end.")
 
 
-class _PixGenerateArgsBase(ArgModelBase):
-    """Keeps unknown arguments (teams tag requests with them) and explains bad ones by their range."""
+class _PixGenerateArgsBase(CatalogueArgs):
+    """pix_generate's arguments: the schema's bounds are SDXL's (the widest); the chosen model's own
+    ranges, and the arguments it does not take, are checked after."""
 
-    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True, hide_input_in_errors=True)
+    passes_given: ClassVar[bool] = True
 
-    # Set on each model built by pix_generate_arguments, from the settings.
-    extra_caps: ClassVar[ExtraCaps] = ExtraCaps()
-
-    @model_validator(mode="wrap")
     @classmethod
-    def _explain(cls, data: Any, handler: Any) -> Any:
-        try:
-            model = handler(data)
-        except ValidationError as exc:
-            problems: list[str] = []
-            for err in exc.errors():
-                field = str(err["loc"][0]) if err["loc"] else ""
-                if field in SDXL_LIMITS:
-                    text = range_text(field, limit=SDXL_LIMITS[field])
-                elif err["type"] == "missing":
-                    text = f"`{field}` is required"
-                else:
-                    text = f"`{field}`: {err['msg']}"
-                if text not in problems:
-                    problems.append(text)
-            raise PydanticCustomError(
-                "invalid_arguments", "Invalid arguments: {problems}. Nothing was sent to Pixazo.",
-                {"problems": "; ".join(problems)},
-            ) from None
-        # The schema's bounds are the widest any model takes; the chosen model's own ranges, and the
-        # arguments it does not take, are checked here, before the tool runs (nothing recorded or sent).
-        chosen = getattr(model, "model", None)
-        if isinstance(chosen, str) and chosen in CATALOGUE:
-            given = {name: getattr(model, name) for name in model.model_fields_set
-                     if name in type(model).model_fields and name != "model"}
-            if problems := problems_for(CATALOGUE[chosen], given):
-                raise PydanticCustomError(
-                    "invalid_arguments", "Invalid arguments: {problems}. Nothing was sent to Pixazo.",
-                    {"problems": "; ".join(problems)})
-        # Refused like any invalid argument: before the tool runs, so nothing is recorded or sent.
-        if (problem := extra_problem(model.model_extra or {}, cls.extra_caps)) is not None:
-            raise PydanticCustomError(
-                "invalid_arguments", "Invalid arguments: {problems}. Nothing was recorded or sent to Pixazo.",
-                {"problems": problem},
-            )
-        return model
+    def _problem_text(cls, field: str, err: ErrorDetails) -> str:
+        if field in SDXL_LIMITS:
+            return range_text(field, limit=SDXL_LIMITS[field])
+        return super()._problem_text(field, err)
 
-    def model_dump_one_level(self) -> dict[str, Any]:
-        kwargs = super().model_dump_one_level()
-        kwargs[EXTRA_KWARG] = dict(self.model_extra or {})
-        kwargs[GIVEN_KWARG] = frozenset(self.model_fields_set & set(type(self).model_fields))
-        return kwargs
+    def _model_problems(self) -> list[str]:
+        chosen = getattr(self, "model", None)
+        if not isinstance(chosen, str) or chosen not in CATALOGUE:
+            return []
+        return problems_for(CATALOGUE[chosen], {name: getattr(self, name) for name in self.given() - {"model"}})
 
 
 def _int_field(name: str, default: int, description: str) -> Any:
@@ -290,7 +253,7 @@ async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_argu
     try:
         request = build_request(state.settings, CATALOGUE[model], given, extra=extra_arguments)
     except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
-        raise ToolError(f"Invalid arguments: {exc}. Nothing was sent to Pixazo.") from None
+        raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
     return await run_request(ctx, state, request)
 
 
