@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from mcp import Client
 from pydantic import SecretStr
 from yarl import URL
 
@@ -20,7 +22,7 @@ from app.pixazo.simulator import Simulator
 from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.rows import CallMeta
-from tests.conftest import http_client, in_memory_client, live_server, make_settings, store_for
+from tests.conftest import LiveServer, http_client, in_memory_client, live_server, make_settings, store_for
 from tests.test_generate import BASE, Upstream
 
 ALICE = "alice-token-0123456789abcdef"
@@ -39,6 +41,19 @@ async def seed(store: RecordStore, prompt: str, caller: str | None, parent_id: i
     return gen.id
 
 
+@asynccontextmanager
+async def two_callers(tmp_path: Path, sim: Simulator, database_url: str,
+                      visibility: str) -> AsyncIterator[tuple[LiveServer, Client, Client]]:
+    """A live server with two callers (alice and bob) on the given database, and each one's MCP client."""
+    settings = make_settings(tmp_path, sim.url, inline_image="none", history_visibility=visibility,
+                             database_url=SecretStr(database_url), session_secret=SecretStr("s" * 40),
+                             auth_tokens=SecretStr(f"alice:{ALICE},bob:{BOB}"))
+    async with live_server(settings) as live, AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {ALICE}"}))
+        bob = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {BOB}"}))
+        yield live, alice, bob
+
+
 def summary(structured: dict[str, Any] | None) -> tuple[int, str, str, str, str | None] | None:
     if structured is None:
         return None
@@ -51,14 +66,9 @@ def summary(structured: dict[str, Any] | None) -> tuple[int, str, str, str, str 
 @pytest.mark.parametrize("visibility", ["team", "own"])
 async def test_parent_and_children_only_as_far_as_the_viewer_may_see(
         tmp_path: Path, sim: Simulator, database_url: str, visibility: str) -> None:
-    settings = make_settings(tmp_path, sim.url, inline_image="none", history_visibility=visibility,
-                             database_url=SecretStr(database_url), session_secret=SecretStr("s" * 40),
-                             auth_tokens=SecretStr(f"alice:{ALICE},bob:{BOB}"))
     own = visibility == "own"
     store = await store_for(database_url)
-    async with live_server(settings) as live, AsyncExitStack() as stack:
-        alice = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {ALICE}"}))
-        bob = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {BOB}"}))
+    async with two_callers(tmp_path, sim, database_url, visibility) as (_live, alice, bob):
         assert (await alice.call_tool("pix_generate", {"prompt": "a lighthouse", "seed": 3})).structured_content[
             "id"] == 1
         again = await alice.call_tool("pix_regenerate", {"id": 1, "seed": 4})
@@ -313,14 +323,9 @@ def ids_in(page: str, element_id: str) -> list[int]:
 @pytest.mark.parametrize("visibility", ["team", "own"])
 async def test_the_gallery_shows_the_chain_the_viewer_may_see(
         tmp_path: Path, sim: Simulator, database_url: str, visibility: str) -> None:
-    settings = make_settings(tmp_path, sim.url, inline_image="none", history_visibility=visibility,
-                             database_url=SecretStr(database_url), session_secret=SecretStr("s" * 40),
-                             auth_tokens=SecretStr(f"alice:{ALICE},bob:{BOB}"))
     own = visibility == "own"
     store = await store_for(database_url)
-    async with live_server(settings) as live, AsyncExitStack() as stack:
-        alice = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {ALICE}"}))
-        bob = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {BOB}"}))
+    async with two_callers(tmp_path, sim, database_url, visibility) as (live, alice, bob):
         await alice.call_tool("pix_generate", {"prompt": "a lighthouse"})  # 1
         await alice.call_tool("pix_regenerate", {"id": 1, "seed": 2})  # 2
         await alice.call_tool("pix_regenerate", {"id": 2, "seed": 3})  # 3
