@@ -114,3 +114,19 @@ async def test_the_schema_lists_the_models(settings: Settings) -> None:
         (tool,) = [t for t in (await client.list_tools()).tools if t.name == "pix_generate"]
     assert tool.input_schema["properties"]["model"]["enum"] == ["sdxl", "sdxl-lightning", "flux-schnell"]
     assert tool.input_schema["properties"]["model"]["default"] == "sdxl"
+
+
+async def test_no_schema_advertises_a_default_or_a_bound_that_one_model_refuses(settings: Settings) -> None:
+    async with in_memory_client(settings) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    generate = tools["pix_generate"].input_schema["properties"]
+    # A client that fills in advertised defaults would send SDXL's 20 steps and guidance 5 to FLUX,
+    # which refuses both: those two defaults are in the descriptions, per model, not in the schema.
+    assert "default" not in generate["num_steps"]
+    assert "default" not in generate["guidance_scale"]
+    assert "flux-schnell: 1-8, default 4" in generate["num_steps"]["description"]
+    assert generate["seed"]["default"] == 42  # the same for every model
+    # pix_regenerate spans every model: it advertises the widest range (inpainting takes 50 steps)
+    regenerate = tools["pix_regenerate"].input_schema["properties"]
+    steps = next(s for s in regenerate["num_steps"]["anyOf"] if s.get("type") == "integer")
+    assert (steps["minimum"], steps["maximum"]) == (1, 50)

@@ -11,7 +11,7 @@ QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.generations = Counter("pixazo_generations", "Finished pix_generate calls, by status and caller.",
+        self.generations = Counter("pixazo_generations", "Finished image-making calls, by status and caller.",
                                    ["status", "caller"], registry=self.registry)
         self.upstream_latency = Histogram("pixazo_upstream_latency_seconds",
                                           "Time of each attempt at Pixazo's gateway.", buckets=LATENCY_BUCKETS,

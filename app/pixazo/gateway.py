@@ -310,3 +310,17 @@ GENERATE_MODELS: tuple[str, ...] = tuple(e.model for e in CATALOGUE.values() if 
 EDITORS: dict[str, Endpoint] = {e.operation: e for e in CATALOGUE.values() if e.operation != "generate"}
 # The largest image a text-to-image model makes (SDXL: 1536 x 1536).
 GENERATE_MAX_PIXELS = int(SIDE.maximum * SIDE.maximum)
+
+
+def _widest(name: str) -> Limit:
+    limits = [e.args[name].limit for e in CATALOGUE.values() if name in e.args and e.args[name].limit]
+    steps = {lim.multiple_of for lim in limits if lim is not None}
+    return Limit(min(lim.minimum for lim in limits if lim is not None),
+                 max(lim.maximum for lim in limits if lim is not None),
+                 steps.pop() if len(steps) == 1 else None)
+
+
+# The widest range any model takes for each bounded argument (what a tool spanning models advertises;
+# the chosen model's own range is checked after, naming it).
+WIDEST: dict[str, Limit] = {name: _widest(name) for name in
+                            ("prompt", "negative_prompt", "width", "height", "num_steps", "guidance_scale", "seed")}

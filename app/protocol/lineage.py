@@ -18,7 +18,7 @@ from app.core.lineage import OVERRIDABLE, RepeatProblem, repeat_request
 from app.core.requests import RequestProblem
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
-from app.pixazo.gateway import GENERATE_MODELS, SDXL_LIMITS
+from app.pixazo.gateway import GENERATE_MODELS, WIDEST
 from app.protocol.tools import GenerationResult, run_request, state_of
 from app.storage.records import MAX_ID, MIN_ID
 
@@ -71,7 +71,7 @@ def _fields(bounded: bool) -> dict[str, Any]:
     def bounds(name: str, kind: type) -> dict[str, Any]:
         if not bounded:
             return {}
-        lim = SDXL_LIMITS[name]
+        lim = WIDEST[name]
         if kind is str:
             return {"min_length": int(lim.minimum), "max_length": int(lim.maximum)}
         if kind is int:

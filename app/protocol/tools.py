@@ -153,10 +153,20 @@ class _PixGenerateArgsBase(CatalogueArgs):
         return problems_for(CATALOGUE[chosen], {name: getattr(self, name) for name in self.given() - {"model"}})
 
 
-def _int_field(name: str, default: int, description: str) -> Any:
+def _unadvertised_default(schema: dict[str, Any]) -> None:
+    """The default differs by model: a client that fills in advertised defaults would send SDXL's to FLUX."""
+    schema.pop("default", None)
+
+
+def _int_field(name: str, default: int, description: str, *, per_model: bool = False) -> Any:
     lim = SDXL_LIMITS[name]
     return (Annotated[int, Field(ge=int(lim.minimum), le=int(lim.maximum), multiple_of=lim.multiple_of,
-                                 description=description)], default)
+                                 description=description,
+                                 json_schema_extra=_unadvertised_default if per_model else None)], default)
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _model_text() -> str:
@@ -174,10 +184,12 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
         "width": _int_field("width", settings.default_width, "Image width in pixels (flux-schnell: at most 1024)."),
         "height": _int_field("height", settings.default_height,
                              "Image height in pixels (flux-schnell: at most 1024)."),
-        "num_steps": _int_field("num_steps", settings.default_num_steps,
-                                "Diffusion steps; more is slower (flux-schnell: 1-8, default 4)."),
+        "num_steps": _int_field("num_steps", settings.default_num_steps, (
+            f"Diffusion steps; more is slower (default {settings.default_num_steps}; flux-schnell: 1-8, "
+            "default 4)."), per_model=True),
         "guidance_scale": (Annotated[float, Field(ge=g.minimum, le=g.maximum, description=(
-            "How closely to follow the prompt (not taken by flux-schnell)."))], settings.default_guidance_scale),
+            f"How closely to follow the prompt (default {_num(settings.default_guidance_scale)}; not taken by "
+            "flux-schnell)."), json_schema_extra=_unadvertised_default)], settings.default_guidance_scale),
         "seed": _int_field("seed", settings.default_seed, "Random seed; the same seed repeats an image."),
         "model": (Literal[GENERATE_MODELS], Field(
             default="sdxl", description=_model_text())),
