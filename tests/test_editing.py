@@ -150,6 +150,8 @@ async def test_an_https_url_is_passed_as_given_with_no_parent(settings: Settings
     assert sim.stats.fetches[-1]["url"] == url
     assert sim.stats.fetches[-1]["ok"] is False
     assert result.is_error
+    # The caller is told what usually makes an edit's job fail (Pixazo's own words stay with operators).
+    assert "Pixazo must be able to fetch the input image" in result.content[0].text
     row = edited(settings)
     assert row["status"] == "JOB_FAILED"
     assert row["parent_id"] is None

@@ -23,6 +23,12 @@ NO_KEY = (
     "The server has no Pixazo API key configured, so it cannot generate images. "
     "Retrying will not help; ask the operator to set PIXAZO_API_KEY."
 )
+# Added to a failed edit's message: Pixazo fetches the input image itself, and a failed fetch looks
+# like any other failed job to us (Pixazo's own words, which may say so, are for operators).
+EDIT_INPUT_HINT = (
+    " Pixazo must be able to fetch the input image: an older generation's Pixazo URL may have expired, "
+    "and a URL must be public. An operator can set PIXAZO_PUBLIC_URL so that the server hands Pixazo a "
+    "signed link to its own copy of a generation.")
 INTERNAL = "The server failed unexpectedly while handling this call. You may try again once."
 
 

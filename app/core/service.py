@@ -288,6 +288,8 @@ class GenerationService:
         # Every caller who reads the row later sees what this caller was told; Pixazo's own
         # words go to a column (and a log line) that only operators read.
         message = messages.for_upstream(exc, self.settings.timeout_s)
+        if call.edit and isinstance(exc, UpstreamJobError):
+            message += messages.EDIT_INPUT_HINT
         upstream = self._scrub(upstream_text(exc))
         logger.info("generation %s: Pixazo failed (%s): %s", call.id, status_for(exc), upstream)
         done = await self.store.finish(call.id, status_for(exc), error=message, http_status=http_status,
