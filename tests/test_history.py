@@ -81,10 +81,15 @@ async def test_history_tools_are_read_only_and_declare_output_schemas(tmp_path: 
     assert "resource_uri" in tools["pix_generate"].output_schema["properties"]
 
 
-def old_database(url: str, version: int, rows: list[tuple[str, str, str, str | None, str]]) -> None:
-    """A database at an earlier schema version, made by that version's own migrations, holding `rows`."""
-    insert = ("INSERT INTO generations (timestamp, prompt, parameters_json, image_url, status)"
-              " VALUES (?, ?, ?, ?, ?)")
+OLD_COLUMNS = ("timestamp", "prompt", "parameters_json", "image_url", "status")
+
+
+def old_database(url: str, version: int, rows: list[tuple[str | None, ...]],
+                 columns: tuple[str, ...] = OLD_COLUMNS) -> None:
+    """A database at an earlier schema version, made by that version's own migrations, holding `rows`
+    (values for `columns`, which that version must have)."""
+    insert = (f"INSERT INTO generations ({', '.join(columns)})"  # noqa: S608 - column names from the tests
+              f" VALUES ({', '.join('?' for _ in columns)})")
     if engine_of(url) == "sqlite":
         with sqlite3.connect(sqlite_path(url)) as conn:
             for script in MIGRATIONS[:version]:

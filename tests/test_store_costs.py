@@ -12,10 +12,11 @@ import psycopg
 import pytest
 
 from app.protocol.tools import GenerationRecord
-from app.storage import postgres, records
+from app.storage import records
 from app.storage.database import RecordStore, engine_of, sqlite_path
 from app.storage.rows import BUDGET_EXCEEDED, CallMeta
 from tests.conftest import store_for
+from tests.test_history import old_database
 
 DAY = "2000-01-01"  # every row written by a test is after this: "today" for the budget
 PRICE = 0.07
@@ -23,24 +24,9 @@ PRICE = 0.07
 
 def schema_8(url: str) -> None:
     """A database as the previous release left it: schema 8, with two rows (one finished, one in flight)."""
-    rows = [("2026-11-01T10:00:00.000Z", "an old lighthouse", '{"seed": 1}', "SUCCESS", "alice"),
-            ("2026-11-01T10:01:00.000Z", "an old call in flight", "{}", "PENDING", None)]
-    insert = "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller) VALUES (?, ?, ?, ?, ?)"
-    if engine_of(url) == "sqlite":
-        with sqlite3.connect(sqlite_path(url)) as conn:
-            for version, script in enumerate(records.MIGRATIONS[:8], start=1):
-                conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
-            conn.executemany(insert, rows)
-        conn.close()
-        return
-    with psycopg.connect(url, autocommit=True) as pg:
-        pg.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
-                   " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-        for version, script in enumerate(postgres.MIGRATIONS[:8], start=1):
-            pg.execute(script.encode())
-            pg.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
-        with pg.cursor() as cur:
-            cur.executemany(insert.replace("?", "%s").encode(), rows)
+    old_database(url, 8, [("2026-11-01T10:00:00.000Z", "an old lighthouse", '{"seed": 1}', "SUCCESS", "alice"),
+                          ("2026-11-01T10:01:00.000Z", "an old call in flight", "{}", "PENDING", None)],
+                 columns=("timestamp", "prompt", "parameters_json", "status", "caller"))
 
 
 def index_names(url: str) -> set[str]:
