@@ -26,7 +26,6 @@ from app.pixazo.gateway import (
     COMPLETED,
     MAX_ANSWER_BYTES,
     MAX_ERROR_CHARS,
-    SDXL,
     STATUS_PATH,
     TERMINAL_STATES,
     Endpoint,
@@ -89,13 +88,6 @@ class PixazoClient:
 
     def _key(self) -> str:
         return self._api_key.get_secret_value() if self._api_key is not None else ""
-
-    async def generate(self, body: dict[str, Any], timeout_s: float | None = None) -> str:
-        """POST one SDXL request; return the image URL or raise an UpstreamError."""
-        answer = await self.submit(SDXL, body, timeout_s)
-        if answer.image_url is None:
-            raise UpstreamProtocolError("the answer has no imageUrl")
-        return answer.image_url
 
     async def submit(self, endpoint: Endpoint, body: dict[str, Any], timeout_s: float | None = None) -> Answer:
         """POST one request to a model; return its image URL or its queue job, or raise an UpstreamError.
