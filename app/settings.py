@@ -51,6 +51,30 @@ def caller_budgets(text: str) -> dict[str, float | None]:
     return out
 
 
+# Words that mark text copied from an example rather than generated (the shipped manifests say REPLACE_...).
+PLACEHOLDER_WORDS = ("replace", "changeme", "change_me", "change-me", "placeholder", "example", "your_", "todo")
+# A secret that signs things needs more: none of these either, and enough bytes and variety to be random.
+WEAK_SECRET_WORDS = (*PLACEHOLDER_WORDS, "secret", "password", "default", "insecure", "xxxx")
+MIN_SECRET_BYTES = 32
+
+
+def placeholder_word(value: str, words: tuple[str, ...] = PLACEHOLDER_WORDS) -> str | None:
+    """The placeholder word a configured value contains, if any (case-insensitive)."""
+    low = value.lower()
+    return next((word for word in words if word in low), None)
+
+
+def weak_secret(value: str) -> str | None:
+    """Why a signing secret is too weak to serve with, or None. Generate one: `openssl rand -hex 32`."""
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    if (word := placeholder_word(value, WEAK_SECRET_WORDS)) is not None:
+        return f"looks like a placeholder (it contains {word!r})"
+    if len(set(value)) < 10:
+        return "has too few distinct characters to be random"
+    return None
+
+
 class Settings(BaseSettings):
     """Every knob of the server. Environment variables carry the `PIXAZO_` prefix."""
 
@@ -187,7 +211,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="External https base URL; turns on the OAuth authorization server.")
     oauth_registrations_per_hour: int = Field(
-        default=20, ge=1, description="Dynamic client registrations accepted per client address per hour.")
+        default=20, ge=1, description="Dynamic client registrations accepted per client address (IPv6: per /64) per hour.")
+    oauth_registrations_total_per_hour: int = Field(
+        default=500, ge=1, description="Dynamic client registrations accepted per hour from all addresses together.")
     oauth_ca_file: Path | None = Field(
         default=None, description="Extra CA bundle trusted when fetching client metadata documents.")
     oauth_metadata_loopback_hosts: Annotated[list[str], NoDecode] = Field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import secrets
 import sqlite3
 import statistics
 import tempfile
@@ -105,7 +106,7 @@ async def main() -> None:
         where = str(path)
     settings = Settings(_env_file=None, db_path=path, image_dir=path.parent / "bench-images",  # type: ignore[call-arg]
                         database_url=SecretStr(args.database_url) if args.database_url else None,
-                        session_secret=SecretStr("benchmark-session-secret"))
+                        session_secret=SecretStr(secrets.token_hex(32)))
     cases = [
         ("newest 20, no query", {}),
         ("query: one common word", {"query": "fox"}),

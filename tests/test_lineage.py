@@ -46,7 +46,7 @@ async def two_callers(tmp_path: Path, sim: Simulator, database_url: str,
                       visibility: str) -> AsyncIterator[tuple[LiveServer, Client, Client]]:
     """A live server with two callers (alice and bob) on the given database, and each one's MCP client."""
     settings = make_settings(tmp_path, sim.url, inline_image="none", history_visibility=visibility,
-                             database_url=SecretStr(database_url), session_secret=SecretStr("s" * 40),
+                             database_url=SecretStr(database_url), session_secret=SecretStr("6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6"),
                              auth_tokens=SecretStr(f"alice:{ALICE},bob:{BOB}"))
     async with live_server(settings) as live, AsyncExitStack() as stack:
         alice = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {ALICE}"}))

@@ -495,7 +495,7 @@ async def test_an_oauth_caller_sees_only_their_own_history_under_own_visibility(
 def shared_oauth_settings(tmp_path: Path, sim: Simulator, database_url: str, public_port: int) -> Settings:
     """A replica's settings: the team's database and the one public name all replicas answer for."""
     return oauth_settings(tmp_path, sim, public_port, database_url=SecretStr(database_url),
-                          session_secret=SecretStr("s" * 32))
+                          session_secret=SecretStr("6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6"))
 
 
 async def test_the_whole_grant_over_http_on_each_engine(tmp_path: Path, sim: Simulator, database_url: str,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,27 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 from yarl import URL
 
-from app.core.links import LinkSigner, derive_key
+from app.core.links import LinkSigner
 from app.pixazo.gateway import EDITORS, SDXL_PATH
 from app.pixazo.simulator import Simulator
-from tests.conftest import free_port, in_memory_client, make_settings, rows
+from tests.conftest import free_port, http_client, in_memory_client, live_server, make_settings, rows
 from tests.test_generate import BASE, Upstream, _Response
 from tests.test_process import server_process
 
-SECRET = "a-session-secret-for-signed-links-0123"
+SECRET = "6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6"
 ALICE = "tok-alice-0123456789"
 UPSCALE = EDITORS["upscale"].path
+KEY = bytes(range(32))
+
+
+def link_key(db_path: Path) -> bytes:
+    """The server's signed-link key, from its database (where every replica finds it)."""
+    with sqlite3.connect(db_path) as conn:
+        return bytes.fromhex(conn.execute("SELECT value FROM server_keys WHERE name = 'signed_links'").fetchone()[0])
 
 
 def test_a_link_is_refused_expired_altered_or_for_another_image() -> None:
-    signer = LinkSigner(derive_key(SecretStr(SECRET)), 600, "https://mcp.example.com/")
+    signer = LinkSigner(KEY, 600, "https://mcp.example.com/")
     now = 1_800_000_000
     url = signer.url(7, now=now)
     assert url.startswith("https://mcp.example.com/signed/7?expires=1800000600&sig=")
@@ -47,12 +55,11 @@ def test_a_link_is_refused_expired_altered_or_for_another_image() -> None:
     assert signer.seconds_left(7, expires, sig[:-1], now=now) is None
     assert signer.seconds_left(7, None, sig, now=now) is None
     assert signer.seconds_left(7, "-1", sig, now=now) is None
-    # Another secret (another deployment) signs differently; replicas sharing one secret agree.
-    assert LinkSigner(derive_key(SecretStr("other-secret")), 600, "https://x").seconds_left(
-        7, expires, sig, now=now) is None
-    assert LinkSigner(derive_key(SecretStr(SECRET)), 600, None).seconds_left(7, expires, sig, now=now) == 600
+    # Another key (another deployment) signs differently; replicas sharing one key agree.
+    assert LinkSigner(bytes(32), 600, "https://x").seconds_left(7, expires, sig, now=now) is None
+    assert LinkSigner(KEY, 600, None).seconds_left(7, expires, sig, now=now) == 600
     # A lowered TTL shortens links already handed out.
-    assert LinkSigner(derive_key(SecretStr(SECRET)), 60, None).seconds_left(7, expires, sig, now=now) == 60
+    assert LinkSigner(KEY, 60, None).seconds_left(7, expires, sig, now=now) == 60
 
 
 async def test_pixazo_fetches_an_old_input_by_a_signed_link_without_credentials(tmp_path: Path,
@@ -86,7 +93,8 @@ async def test_pixazo_fetches_an_old_input_by_a_signed_link_without_credentials(
             assert got.content == sim.image_bytes(source["image_url"])  # the stored copy
             max_age = int(re.fullmatch(r"private, max-age=(\d+)", got.headers["cache-control"]).group(1))  # type: ignore[union-attr]
             assert 0 < max_age <= 300
-            expired = LinkSigner(derive_key(SecretStr(SECRET)), 300, public).url(source["id"], now=time.time() - 301)
+            expired = LinkSigner(link_key(tmp_path / "pixazo.db"), 300, public).url(source["id"],
+                                                                                    now=time.time() - 301)
             sig = link.rsplit("=", 1)[1]
             altered = link[:-1] + ("0" if link[-1] != "0" else "1")
             other = link.replace(f"/signed/{source['id']}?", f"/signed/{source['id'] + 1}?")
@@ -149,3 +157,50 @@ async def test_a_fresh_pixazo_url_is_preferred_to_a_signed_link(tmp_path: Path, 
         (sent,) = upstream.requests[("POST", URL(BASE + UPSCALE))]
     # Younger than PIXAZO_UPSTREAM_URL_FRESH_S (an hour): Pixazo's own URL, no link to our server.
     assert sent.kwargs["json"] == {"image": image, "scale_factor": 2}
+
+
+def forged(key: bytes, public: str, gen_id: int) -> str:
+    return LinkSigner(key, 600, public).url(gen_id)
+
+
+async def test_links_are_signed_with_a_random_key_in_the_database_not_one_derived_from_the_session_secret(
+        tmp_path: Path, sim: Simulator) -> None:
+    """Issue 19, point 1: with a known session secret, links forged as the old key derivation made them
+    read every image. The key is now random, kept in the shared database, and two deployments with the
+    same secret have different keys."""
+    import hashlib
+    import hmac
+
+    public = "https://mcp.example.com"
+    settings = make_settings(tmp_path, sim.url, public_url=public, auth_tokens=SecretStr(f"alice:{ALICE}"),
+                             session_secret=SecretStr(SECRET))
+    async with live_server(settings) as live, http_client(live, headers={"Authorization": f"Bearer {ALICE}"}) as c:
+        made = await c.call_tool("pix_generate", {"prompt": "a fox"})
+        assert not made.is_error
+        gen_id = made.structured_content["id"]
+        old_key = hmac.new(SECRET.encode(), b"pixazo-mcp signed image links v1", hashlib.sha256).digest()
+        key = link_key(settings.db_path)
+        async with httpx2.AsyncClient(timeout=30) as anyone:
+            by_secret = await anyone.get(forged(old_key, live.url, gen_id))
+            by_key = await anyone.get(forged(key, live.url, gen_id))
+    assert by_secret.status_code == 403
+    assert by_key.status_code == 200  # the database's key is the one in force
+    assert key != old_key and len(key) == 32
+    other = make_settings(tmp_path / "other", sim.url, public_url=public, session_secret=SecretStr(SECRET))
+    async with in_memory_client(other):
+        pass
+    assert link_key(other.db_path) not in (key, old_key)
+
+
+async def test_signed_links_are_not_served_without_a_public_url(tmp_path: Path, sim: Simulator) -> None:
+    """Issue 19, point 1: /signed/{id} answered even where no link could have been made."""
+    settings = make_settings(tmp_path, sim.url, auth_tokens=SecretStr(f"alice:{ALICE}"))
+    async with live_server(settings) as live, http_client(live, headers={"Authorization": f"Bearer {ALICE}"}) as c:
+        made = await c.call_tool("pix_generate", {"prompt": "a fox"})
+        assert not made.is_error
+        link = forged(link_key(settings.db_path), live.url, made.structured_content["id"])
+        async with httpx2.AsyncClient(timeout=30) as anyone:
+            got = await anyone.get(link)
+            image = await anyone.get(f"{live.url}/images/{made.structured_content['id']}")
+    assert got.status_code == 404
+    assert image.status_code == 401  # and the image itself still needs a credential

@@ -89,3 +89,29 @@ def test_ready_is_logged_only_once_the_port_is_bound(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"PIXAZO_SESSION_SECRET": "too-short-0123456789"},
+     "PIXAZO_SESSION_SECRET is shorter than 32 bytes: generate one with `openssl rand -hex 32`"),
+    ({"PIXAZO_SESSION_SECRET": "REPLACE_WITH_A_LONG_RANDOM_SECRET"},
+     "PIXAZO_SESSION_SECRET looks like a placeholder (it contains 'replace')"),
+    ({"PIXAZO_SESSION_SECRET": "REPLACE_WITH_openssl_rand_hex_32"},
+     "PIXAZO_SESSION_SECRET looks like a placeholder (it contains 'replace')"),
+    ({"PIXAZO_SESSION_SECRET": "a-session-secret-for-tests-0123456789"},
+     "PIXAZO_SESSION_SECRET looks like a placeholder (it contains 'secret')"),
+    ({"PIXAZO_SESSION_SECRET": "changeme" * 5}, "PIXAZO_SESSION_SECRET looks like a placeholder"),
+    ({"PIXAZO_SESSION_SECRET": "ab" * 20}, "PIXAZO_SESSION_SECRET has too few distinct characters to be random"),
+    ({"PIXAZO_AUTH_TOKENS": "alice:REPLACE_WITH_A_LONG_RANDOM_TOKEN"},
+     "PIXAZO_AUTH_TOKENS: the token of 'alice' looks like a placeholder (it contains 'replace')"),
+])
+def test_a_weak_or_placeholder_secret_is_refused_at_start(tmp_path: Path, env: dict[str, str],
+                                                          expected: str) -> None:
+    """Issue 19, point 1: any session secret was accepted, and the shipped manifests carry placeholders."""
+    done = pixazo(tmp_path, "serve", **env)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"pixazo-mcp: {expected}")
+    secret = next(iter(env.values())).split(":")[-1]
+    assert secret not in line
+

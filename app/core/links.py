@@ -2,31 +2,23 @@
 
 A link is `{PIXAZO_PUBLIC_URL}/signed/{id}?expires={unix seconds}&sig={hex}`, the signature an
 HMAC-SHA256 over the id and the expiry. It needs no credentials, serves that one image only, and
-stops working after PIXAZO_SIGNED_LINK_TTL_S. The key is derived from PIXAZO_SESSION_SECRET, so every
-replica checks what any other signed (without that secret each process draws its own key, like the
-gallery's session cookies). A link is a bearer credential for one image for a few minutes: it goes to
-Pixazo in the request body and nowhere else (no row, result or log line keeps it).
+stops working after PIXAZO_SIGNED_LINK_TTL_S. The key is 32 random bytes kept in the shared database
+(`server_keys`), made by the first process that needs it: every replica checks what any other signed,
+and its strength never depends on text an operator typed (it once derived from PIXAZO_SESSION_SECRET,
+and a placeholder secret let anyone forge links). Links are served only with PIXAZO_PUBLIC_URL set.
+A link is a bearer credential for one image for a few minutes: it goes to Pixazo in the request body
+and nowhere else (no row, result or log line keeps it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
 
-from pydantic import SecretStr
-
 SIGNED_PATH = "/signed/{id}"
-# Separates this key from any other use of the session secret (the gallery signs cookies with it).
-KEY_LABEL = b"pixazo-mcp signed image links v1"
+KEY_NAME = "signed_links"  # its row in server_keys
 SIG_CHARS = 64  # hex of SHA-256
-
-
-def derive_key(session_secret: SecretStr | None) -> bytes:
-    if session_secret is None:
-        return secrets.token_bytes(32)
-    return hmac.new(session_secret.get_secret_value().encode(), KEY_LABEL, hashlib.sha256).digest()
 
 
 class LinkSigner:

@@ -17,7 +17,7 @@ from app.core.costs import Prices
 from app.core.inputs import InputResolver
 from app.core.jobs import JobResumer
 from app.core.leases import LeaseKeeper
-from app.core.links import LinkSigner, derive_key
+from app.core.links import LinkSigner, KEY_NAME
 from app.core.metrics import Metrics
 from app.core.service import GenerationService
 from app.pixazo.client import PixazoClient
@@ -108,7 +108,7 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             stack.push_async_callback(jobs.stop)
             leases.jobs = jobs
             await leases.tick()
-            links = LinkSigner(derive_key(settings.session_secret), settings.signed_link_ttl_s, settings.public_url)
+            links = LinkSigner(await store.server_key(KEY_NAME), settings.signed_link_ttl_s, settings.public_url)
             yield AppState(settings, http, store, service, instance, InputResolver(settings, service, links), jobs)
     finally:
         await leases.stop()

@@ -10,7 +10,7 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 
 from app.net import is_loopback
-from app.settings import Settings, SettingsError
+from app.settings import Settings, SettingsError, placeholder_word
 
 SCOPE = "pixazo"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -37,6 +37,9 @@ def _parse_pairs(lines: list[str], source: str) -> dict[str, str]:
             raise ConfigError(f"{source}: caller {name!r} appears twice")
         if len(token) < 16:
             raise ConfigError(f"{source}: the token of {name!r} is shorter than 16 characters")
+        if (word := placeholder_word(token)) is not None:
+            raise ConfigError(f"{source}: the token of {name!r} looks like a placeholder (it contains {word!r}):"
+                              " generate one with `openssl rand -hex 24`")
         tokens[name] = token
     return tokens
 

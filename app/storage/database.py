@@ -60,6 +60,9 @@ class RecordStore(Protocol):
     async def session_caller(self, id_hash: str) -> str | None: ...
     async def end_session(self, id_hash: str) -> None: ...
 
+    # Random keys shared by every process on the database (the signed-link key).
+    async def server_key(self, name: str) -> bytes: ...
+
 
 def sqlite_path(url: str) -> Path:
     """`sqlite:///relative/path` or `sqlite:////absolute/path` (SQLAlchemy's form)."""

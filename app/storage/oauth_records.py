@@ -85,6 +85,12 @@ class ClientRow:
     created_at: float
     last_seen_at: float | None
     last_event: str | None
+    signed_in_at: float | None = None  # when someone first signed in through it (None: nobody yet)
+
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> ClientRow:
+        return cls(r["client_id"], r["kind"], r["client_name"], json.loads(r["metadata_json"]), r["secret_sha256"],
+                   r["created_at"], r["last_seen_at"], r["last_event"], r["signed_in_at"])
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ class PendingRequest:
     params: dict[str, Any]
     expires_at: float
     sso: dict[str, Any] | None
+    failures: int = 0  # wrong tokens given on its sign-in page so far
 
 
 @dataclass(frozen=True)
@@ -173,20 +180,27 @@ class OAuthRecords:
         found = await self._rows("SELECT * FROM oauth_clients WHERE client_id = ?", (client_id,))
         if not found:
             return None
-        r = found[0]
-        return ClientRow(r["client_id"], r["kind"], r["client_name"], json.loads(r["metadata_json"]),
-                         r["secret_sha256"], r["created_at"], r["last_seen_at"], r["last_event"])
+        return ClientRow.from_row(found[0])
 
     async def touch_client(self, client_id: str, event: str) -> None:
         await self._run("UPDATE oauth_clients SET last_seen_at = ?, last_event = ? WHERE client_id = ?",
                                  (time.time(), event, client_id))
 
+    async def signed_in(self, client_id: str) -> None:
+        """Someone signed in through this client: it is kept (clients nobody signs in with expire)."""
+        await self._run("UPDATE oauth_clients SET signed_in_at = ? WHERE client_id = ? AND signed_in_at IS NULL",
+                        (time.time(), client_id))
+
+    async def purge_unused_clients(self, older_than_s: float) -> int:
+        """Forget clients registered more than `older_than_s` ago that nobody ever signed in with."""
+        return await self._run("DELETE FROM oauth_clients WHERE signed_in_at IS NULL AND created_at < ?",
+                               (time.time() - older_than_s,))
+
     async def clients(self) -> list[ClientSummary]:
         now = time.time()
         summaries: list[ClientSummary] = []
         for r in await self._rows("SELECT * FROM oauth_clients ORDER BY created_at"):
-            client = ClientRow(r["client_id"], r["kind"], r["client_name"], json.loads(r["metadata_json"]),
-                               r["secret_sha256"], r["created_at"], r["last_seen_at"], r["last_event"])
+            client = ClientRow.from_row(r)
             active = await self._rows(
                 "SELECT caller FROM oauth_tokens WHERE client_id = ? AND revoked_at IS NULL AND used_at IS NULL"
                 " AND expires_at > ?", (client.client_id, now))
@@ -194,12 +208,35 @@ class OAuthRecords:
         return summaries
 
     # pending sign-ins (between /authorize and the sign-in page's answer)
-    async def add_request(self, request_id: str, client_id: str, params: dict[str, Any], ttl_s: float) -> None:
+    async def add_request(self, request_id: str, client_id: str, params: dict[str, Any], ttl_s: float,
+                          address: str | None = None) -> None:
         now = time.time()
         await self._run("DELETE FROM oauth_requests WHERE expires_at < ?", (now,))
         await self._run(
-            "INSERT INTO oauth_requests (id_sha256, client_id, params_json, expires_at) VALUES (?, ?, ?, ?)",
-            (digest(request_id), client_id, json.dumps(params), now + ttl_s))
+            "INSERT INTO oauth_requests (id_sha256, client_id, params_json, expires_at, address)"
+            " VALUES (?, ?, ?, ?, ?)", (digest(request_id), client_id, json.dumps(params), now + ttl_s, address))
+
+    async def pending_counts(self, client_id: str, address: str) -> tuple[int, int]:
+        """Live pending sign-ins of this client, and those asked for from this address."""
+        now = time.time()
+        by_client = await self._rows("SELECT COUNT(*) AS n FROM oauth_requests WHERE client_id = ? AND expires_at > ?",
+                                     (client_id, now))
+        by_address = await self._rows("SELECT COUNT(*) AS n FROM oauth_requests WHERE address = ? AND expires_at > ?",
+                                      (address, now))
+        return int(by_client[0]["n"]), int(by_address[0]["n"])
+
+    async def request_failed(self, request_id: str, limit: int) -> int:
+        """Count a wrong token on this pending sign-in; at `limit` the request ends (is deleted).
+        Returns the count (0 when the request no longer exists)."""
+        found = await self._rows(
+            "UPDATE oauth_requests SET failures = failures + 1 WHERE id_sha256 = ? AND expires_at > ?"
+            " RETURNING failures", (digest(request_id), time.time()))
+        if not found:
+            return 0
+        failures = int(found[0]["failures"])
+        if failures >= limit:
+            await self._run("DELETE FROM oauth_requests WHERE id_sha256 = ?", (digest(request_id),))
+        return failures
 
     async def request(self, request_id: str) -> PendingRequest | None:
         found = await self._rows("SELECT * FROM oauth_requests WHERE id_sha256 = ? AND expires_at > ?",
@@ -291,4 +328,4 @@ class OAuthRecords:
 
 def _pending(r: Mapping[str, Any]) -> PendingRequest:
     return PendingRequest(r["client_id"], json.loads(r["params_json"]), r["expires_at"],
-                          json.loads(r["sso_json"]) if r["sso_json"] else None)
+                          json.loads(r["sso_json"]) if r["sso_json"] else None, int(r["failures"] or 0))

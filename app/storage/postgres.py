@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import Any
 
 import psycopg
@@ -121,6 +122,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX generations_parent_id ON generations (parent_id, id) WHERE parent_id IS NOT NULL;
     CREATE INDEX generations_pending_jobs ON generations (id)
         WHERE status = 'PENDING' AND request_id IS NOT NULL;
+    """,
+    # 10: sign-in failures and addresses, clients' first sign-in, shared random keys (see the SQLite list).
+    """
+    ALTER TABLE oauth_requests ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE oauth_requests ADD COLUMN address TEXT;
+    CREATE INDEX oauth_requests_address ON oauth_requests (address);
+    CREATE INDEX oauth_requests_client ON oauth_requests (client_id);
+    ALTER TABLE oauth_clients ADD COLUMN signed_in_at DOUBLE PRECISION;
+    UPDATE oauth_clients SET signed_in_at = COALESCE(last_seen_at, created_at)
+        WHERE client_id IN (SELECT client_id FROM oauth_codes UNION SELECT client_id FROM oauth_tokens);
+    CREATE TABLE server_keys (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -498,6 +514,15 @@ class PostgresStore:
         await self._run("DELETE FROM sessions WHERE expires_at <= %s", (now,))
         await self._run("INSERT INTO sessions (id_hash, caller, created_at, expires_at) VALUES (%s, %s, %s, %s)",
                         (id_hash, caller, now, expires_at))
+
+    async def server_key(self, name: str) -> bytes:
+        """A random 32-byte key under `name`, made by whichever replica asks first and then shared."""
+        await self._run("INSERT INTO server_keys (name, value, created_at) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (name) DO NOTHING", (name, secrets.token_hex(32), utc_now()))
+        row = await self._one("SELECT value FROM server_keys WHERE name = %s", (name,))
+        if row is None:  # pragma: no cover - inserted just above
+            raise RuntimeError(f"server key {name!r} missing")
+        return bytes.fromhex(str(row["value"]))
 
     async def session_caller(self, id_hash: str) -> str | None:
         row = await self._one("SELECT caller FROM sessions WHERE id_hash = %s AND expires_at > %s",

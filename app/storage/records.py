@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
@@ -124,6 +125,25 @@ MIGRATIONS: list[str] = [
     CREATE INDEX generations_parent_id ON generations (parent_id, id) WHERE parent_id IS NOT NULL;
     CREATE INDEX generations_pending_jobs ON generations (id)
         WHERE status = 'PENDING' AND request_id IS NOT NULL;
+    """,
+    # 10: hostile callers, round two. A pending sign-in counts its wrong tokens and keeps the address
+    # that asked for it (pending requests are bounded per client and per address); a client remembers
+    # when someone first signed in through it (clients nobody signed in with expire); server_keys holds
+    # random keys shared by every replica (the signed-link key), never derived from typed text.
+    # Clients that already issued a code or a token count as signed in.
+    """
+    ALTER TABLE oauth_requests ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE oauth_requests ADD COLUMN address TEXT;
+    CREATE INDEX oauth_requests_address ON oauth_requests (address);
+    CREATE INDEX oauth_requests_client ON oauth_requests (client_id);
+    ALTER TABLE oauth_clients ADD COLUMN signed_in_at REAL;
+    UPDATE oauth_clients SET signed_in_at = COALESCE(last_seen_at, created_at)
+        WHERE client_id IN (SELECT client_id FROM oauth_codes UNION SELECT client_id FROM oauth_tokens);
+    CREATE TABLE server_keys (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -653,3 +673,10 @@ class GenerationStore:
 
     async def end_session(self, id_hash: str) -> None:
         await self._conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
+
+    async def server_key(self, name: str) -> bytes:
+        """A random 32-byte key under `name`, made by whichever process asks first and then shared."""
+        await self._conn.execute("INSERT INTO server_keys (name, value, created_at) VALUES (?, ?, ?)"
+                                 " ON CONFLICT (name) DO NOTHING", (name, secrets.token_hex(32), utc_now()))
+        found = list(await self._conn.execute_fetchall("SELECT value FROM server_keys WHERE name = ?", (name,)))
+        return bytes.fromhex(str(found[0][0]))

@@ -28,7 +28,7 @@ from app.identity.sso import OpenIDSignOn
 from app.identity.tokens import ConfigError, TeamTokenVerifier, check_exposure, load_tokens
 from app.pixazo.simulator import Simulator
 from app.protocol.server import Runtime, build_server
-from app.settings import Settings
+from app.settings import Settings, weak_secret
 from app.storage.database import engine_of, password_of
 from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, image_cache_headers, session_middleware, stored_image, unauthorized
@@ -99,6 +99,10 @@ def create_app(settings: Settings) -> Starlette:
         engine = engine_of(settings.database)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if settings.session_secret is not None and (
+            problem := weak_secret(settings.session_secret.get_secret_value())) is not None:
+        # It signs gallery sessions: a guessable one lets anyone sign in as any caller.
+        raise ConfigError(f"PIXAZO_SESSION_SECRET {problem}: generate one with `openssl rand -hex 32`")
     if engine == "postgresql" and settings.session_secret is None:
         # Replicas share gallery sessions: a per-process key would log people out at every hop.
         raise ConfigError("PIXAZO_SESSION_SECRET must be set when PIXAZO_DATABASE_URL is PostgreSQL "
@@ -229,7 +233,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/images/{id}", image, methods=["GET"], middleware=sessions),
-        *signed_routes(runtime),
+        # Signed links exist for Pixazo to fetch inputs at our public address; without one, none are made
+        # and none are served.
+        *(signed_routes(runtime) if settings.public_url else []),
         *gallery.routes(sessions),
         *(oauth.routes() if oauth is not None else []),
         *(SignInPage(oauth.provider, verifier if tokens else None, sso, http_session).routes()
