@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     allow_anonymous: bool = Field(default=False, description="Serve without tokens on a non-loopback bind.")
     history_visibility: Literal["team", "own"] = Field(
         default="team", description="team: every caller sees every generation; own: only its own.")
+    operators: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
+        "Callers who see the whole server: /metrics and /healthz's details. Under `team` every caller does; "
+        "under `own` only these."))
     auth_failure_limit: int = Field(default=5, ge=1, description=(
         "Failed authentications in a row from one client address before it is slowed down."))
     auth_block_max_s: float = Field(default=300.0, gt=0, description=(
@@ -211,7 +214,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="External https base URL; turns on the OAuth authorization server.")
     oauth_registrations_per_hour: int = Field(
-        default=20, ge=1, description="Dynamic client registrations accepted per client address (IPv6: per /64) per hour.")
+        default=20, ge=1,
+        description="Dynamic client registrations accepted per client address (IPv6: per /64) per hour.")
     oauth_registrations_total_per_hour: int = Field(
         default=500, ge=1, description="Dynamic client registrations accepted per hour from all addresses together.")
     oauth_ca_file: Path | None = Field(
@@ -254,6 +258,11 @@ class Settings(BaseSettings):
     def uses_postgres(self) -> bool:
         return self.database.startswith(("postgresql://", "postgres://"))
 
+    def is_operator(self, caller: str | None) -> bool:
+        """Whether a verified caller may see the whole server (every caller's counts, spend, the breaker):
+        under `team` everyone already sees everyone's history; under `own`, PIXAZO_OPERATORS only."""
+        return self.history_visibility == "team" or (caller is not None and caller in self.operators)
+
     @property
     def legacy_stateless(self) -> bool:
         """Several replicas behind a round-robin balancer cannot share 2025-11-25 sessions."""
@@ -278,7 +287,7 @@ class Settings(BaseSettings):
         return caller_budgets(value) if isinstance(value, str) else value
 
     @field_validator("allowed_image_hosts", "allowed_hosts", "allowed_origins", "oauth_metadata_loopback_hosts",
-                     "oidc_callers", mode="before")
+                     "oidc_callers", "operators", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return comma_list(value)

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from tests.services import SeaweedS3
 
 TEST_KEY = "test-key-0123456789"
+# A session secret as an operator generates one (`openssl rand -hex 32`): weak ones stop the start.
+SESSION_SECRET = "6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6"
 
 
 def free_port() -> int:

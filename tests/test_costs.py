@@ -24,6 +24,7 @@ from app.settings import Settings, SettingsError
 from app.storage.records import Generation
 from app.web.gallery import UNKNOWN_COST
 from tests.conftest import (
+    SESSION_SECRET,
     TEST_KEY,
     LiveServer,
     http_client,
@@ -362,7 +363,7 @@ async def test_two_replicas_on_one_database_never_pass_a_callers_budget_together
     # is admitted, in the database both replicas share.
     async with Simulator(latency=0.3, api_key=TEST_KEY) as sim:
         settings = make_settings(tmp_path, sim.url, database_url=SecretStr(postgres_url), auth_tokens=TOKENS,
-                                 session_secret=SecretStr("6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6"), inline_image="none",
+                                 session_secret=SecretStr(SESSION_SECRET), inline_image="none",
                                  prices_file=prices_file(tmp_path, {"sdxl": 0.07}), daily_budget_usd=0.21)
         async with live_server(settings) as one, live_server(settings) as two:
 

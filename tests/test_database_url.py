@@ -15,7 +15,7 @@ from app.identity.tokens import ConfigError
 from app.pixazo.simulator import Simulator
 from app.storage.database import engine_of
 from app.web.app import create_app
-from tests.conftest import http_client, live_server, make_settings, store_for
+from tests.conftest import SESSION_SECRET, http_client, live_server, make_settings, store_for
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}
@@ -25,7 +25,7 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 async def test_the_server_generates_searches_and_limits_on_either_engine(
         tmp_path: Path, sim: Simulator, database_url: str) -> None:
     settings = make_settings(tmp_path, sim.url, database_url=SecretStr(database_url), inline_image="none",
-                             rate_limit_per_minute=2, session_secret=SecretStr("6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6"))
+                             rate_limit_per_minute=2, session_secret=SecretStr(SESSION_SECRET))
     async with live_server(settings) as live:
         async with httpx2.AsyncClient() as http:
             health = (await http.get(live.url + "/healthz")).json()
@@ -49,7 +49,7 @@ async def test_the_server_generates_searches_and_limits_on_either_engine(
 async def test_the_legacy_leg_is_stateless_with_postgresql_and_stateful_with_sqlite(
         tmp_path: Path, sim: Simulator, database_url: str) -> None:
     settings = make_settings(tmp_path, sim.url, database_url=SecretStr(database_url),
-                             session_secret=SecretStr("6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6"))
+                             session_secret=SecretStr(SESSION_SECRET))
     async with live_server(settings) as live, httpx2.AsyncClient() as http:
         answer = await http.post(live.mcp_url, json=INITIALIZE, headers=MCP_HEADERS)
         assert answer.status_code == 200

@@ -18,7 +18,7 @@ import httpx2
 
 from app.pixazo.simulator import Simulator
 from app.storage.database import RecordStore
-from tests.conftest import TEST_KEY, free_port, store_for
+from tests.conftest import SESSION_SECRET, TEST_KEY, free_port, store_for
 from tests.test_process import one_call
 
 
@@ -27,7 +27,7 @@ def server_env(tmp_path: Path, sim: Simulator, database_url: str, **extra: str) 
         **os.environ, "PIXAZO_API_KEY": TEST_KEY, "PIXAZO_BASE_URL": sim.url,
         "PIXAZO_DATABASE_URL": database_url, "PIXAZO_IMAGE_DIR": str(tmp_path / "images"),
         "PIXAZO_ALLOWED_IMAGE_HOSTS": "127.0.0.1", "PIXAZO_INLINE_IMAGE": "none",
-        "PIXAZO_SESSION_SECRET": "6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6", **extra,
+        "PIXAZO_SESSION_SECRET": SESSION_SECRET, **extra,
     }
 
 

@@ -22,7 +22,15 @@ from app.pixazo.simulator import Simulator
 from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.rows import CallMeta
-from tests.conftest import LiveServer, http_client, in_memory_client, live_server, make_settings, store_for
+from tests.conftest import (
+    SESSION_SECRET,
+    LiveServer,
+    http_client,
+    in_memory_client,
+    live_server,
+    make_settings,
+    store_for,
+)
 from tests.test_generate import BASE, Upstream
 
 ALICE = "alice-token-0123456789abcdef"
@@ -46,7 +54,7 @@ async def two_callers(tmp_path: Path, sim: Simulator, database_url: str,
                       visibility: str) -> AsyncIterator[tuple[LiveServer, Client, Client]]:
     """A live server with two callers (alice and bob) on the given database, and each one's MCP client."""
     settings = make_settings(tmp_path, sim.url, inline_image="none", history_visibility=visibility,
-                             database_url=SecretStr(database_url), session_secret=SecretStr("6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6"),
+                             database_url=SecretStr(database_url), session_secret=SecretStr(SESSION_SECRET),
                              auth_tokens=SecretStr(f"alice:{ALICE},bob:{BOB}"))
     async with live_server(settings) as live, AsyncExitStack() as stack:
         alice = await stack.enter_async_context(http_client(live, headers={"Authorization": f"Bearer {ALICE}"}))

@@ -50,7 +50,7 @@ async def test_signing_in_through_the_page_in_chromium(browser: Browser, server:
     assert "frame-ancestors 'none'" in (await response.header_value("content-security-policy") or "")
     assert await response.header_value("x-frame-options") == "DENY"
     await expect(page.locator("#client-name")).to_have_text("Claude")
-    await expect(page.locator("#redirect-host")).to_have_text("127.0.0.1:9")
+    await expect(page.locator("#redirect-host")).to_have_text("127.0.0.1")
 
     await page.fill("input[name=token]", "alice-team-token-but-wrong")
     await page.click("button[name=decision][value=allow]")

@@ -14,10 +14,10 @@ from pydantic import SecretStr
 from app.identity.sessions import end_session, session_caller, start_session
 from app.pixazo.simulator import Simulator
 from app.settings import Settings
-from tests.conftest import live_server, make_settings, store_for
+from tests.conftest import SESSION_SECRET, live_server, make_settings, store_for
 from tests.test_team import ALICE, BOB, TOKENS
 
-SECRET = SecretStr("6f1c2a9e4b7d3058e1a2c4f6b8d0e2a4c6e8f0a2b4d6f8e0c2a4b6d8f0e2a4c6")
+SECRET = SecretStr(SESSION_SECRET)
 
 
 async def log_in(url: str, token: str) -> str:

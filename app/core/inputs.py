@@ -4,7 +4,12 @@ A caller gives a generation id (an integer, or its digits as text), a `pixazo://
 URI, or an https URL. An id goes through the service's visibility rule (under `own`, another caller's
 generation is as missing as no generation) and must have an image. Pixazo fetches the input itself, so:
 
-- an https URL is passed as given;
+- an https URL is passed as given, once its host is known to be on the public internet: an address
+  literal must be public (`app.net.is_public_address`), a name must not be an internal one
+  (`localhost`, `*.internal`, `*.local`, a name with no dot...) and must not resolve here to any address
+  that is not public. A name that does not resolve here is passed all the same: Pixazo resolves it,
+  not us. The one exception is for tests: a loopback host named exactly in PIXAZO_ALLOWED_IMAGE_HOSTS
+  (the image downloader's explicit loopback rule), where the simulator plays Pixazo;
 - a generation whose Pixazo URL is younger than PIXAZO_UPSTREAM_URL_FRESH_S is passed as that URL
   (Pixazo's own host, nothing of ours involved);
 - an older one, with PIXAZO_PUBLIC_URL set and a stored copy, as a signed link to that copy (it expires
@@ -16,7 +21,9 @@ generation is as missing as no generation) and must have an image. Pixazo fetche
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,12 +32,16 @@ from urllib.parse import urlsplit
 from app.core.links import LinkSigner
 from app.core.service import GenerationService
 from app.errors import NotFoundError
-from app.net import is_http_url
+from app.net import is_http_url, is_loopback, is_public_address
 from app.settings import Settings
 from app.storage.records import IMAGE_URI, MAX_ID, MIN_ID, Generation
 
 URI_PATTERN = re.compile(r"pixazo://generations/(\d{1,19})/image")
 FORMS = "a generation id, a pixazo://generations/{id}/image URI, or an https URL"
+# Names that only mean something inside a network (RFC 6761, 6762, 8375, and the clouds' metadata names).
+INTERNAL_SUFFIXES = ("localhost", "internal", "local", "localdomain", "home.arpa")
+RESOLVE_TIMEOUT_S = 2.0  # a lookup that takes longer proves nothing either way: Pixazo resolves the name
+NOT_PUBLIC = "`{name}`: the URL's host {host} {why} a public internet address"
 
 
 class InputProblem(ValueError):
@@ -89,6 +100,20 @@ def _age_s(gen: Generation, now: datetime) -> float:
     return (now - made).total_seconds()
 
 
+def _internal_name(host: str) -> bool:
+    return "." not in host or any(host == s or host.endswith("." + s) for s in INTERNAL_SUFFIXES)
+
+
+async def _addresses(host: str) -> list[str]:
+    """What the name resolves to here; none when it does not resolve (in time)."""
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, TimeoutError):
+        return []
+    return [str(info[4][0]) for info in found]
+
+
 class InputResolver:
     """Turns callers' input values into URLs for Pixazo, by the rules in the module docstring."""
 
@@ -97,9 +122,30 @@ class InputResolver:
         self.service = service
         self.links = links
 
+    async def _check_host(self, name: str, url: str) -> None:
+        """InputProblem unless the URL's host is on the public internet (module docstring)."""
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+        named = [p.lower().strip().strip("[]") for p in self.settings.allowed_image_hosts]
+        if is_loopback(host) and host in named:
+            return
+        try:
+            public: bool | None = is_public_address(host)
+        except ValueError:
+            public = None  # a name: judged by its form, then by what it resolves to here
+        if public is None and _internal_name(host):
+            why: str | None = "is an internal name, not"
+        elif public is None:
+            inward = [address for address in await _addresses(host) if not is_public_address(address)]
+            why = f"resolves to {inward[0]}, not" if inward else None
+        else:
+            why = None if public else "is not"
+        if why is not None:
+            raise InputProblem(NOT_PUBLIC.format(name=name, host=host, why=why))
+
     async def resolve(self, name: str, value: Any, viewer: str | None) -> InputImage:
         ref = parse(name, value)
         if isinstance(ref, str):
+            await self._check_host(name, ref)
             return InputImage(given=value if isinstance(value, str) else ref, url=ref)
         try:
             gen = await self.service.get(ref, viewer)

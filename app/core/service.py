@@ -159,11 +159,9 @@ class GenerationService:
                                          owned_only=self.settings.history_visibility == "own")
 
     async def callers_and_statuses(self, viewer: str | None) -> tuple[list[str], list[str]]:
-        """The gallery's filter choices; under `own` the only caller is the viewer."""
-        callers, statuses = await self.store.facets()
-        if self.settings.history_visibility == "own":
-            callers = [viewer] if viewer is not None else []
-        return callers, statuses
+        """The gallery's filter choices; under `own` the only caller is the viewer, and the statuses are
+        those of the viewer's own rows (another caller's failures are not the viewer's business)."""
+        return await self.store.facets(viewer, owned_only=self.settings.history_visibility == "own")
 
     async def image_bytes(self, gen_id: int, viewer: str | None = None) -> tuple[bytes, str]:
         gen = await self.get(gen_id, viewer)

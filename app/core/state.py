@@ -17,7 +17,7 @@ from app.core.costs import Prices
 from app.core.inputs import InputResolver
 from app.core.jobs import JobResumer
 from app.core.leases import LeaseKeeper
-from app.core.links import LinkSigner, KEY_NAME
+from app.core.links import KEY_NAME, LinkSigner
 from app.core.metrics import Metrics
 from app.core.service import GenerationService
 from app.pixazo.client import PixazoClient

@@ -8,12 +8,15 @@ which exists for tests, like the image downloader's explicit loopback rule.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import socket
 import ssl
 import time
+from collections import defaultdict, deque
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,19 +27,33 @@ from aiohttp.resolver import ThreadedResolver
 from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
+from app.identity.names import name_problem
 from app.identity.redirects import redirect_uri_allowed
+from app.net import is_public_address
 
 logger = logging.getLogger(__name__)
 
 MAX_BYTES = 16 * 1024
 TIMEOUT_S = 5.0
 CACHE_S = 300.0
-FAILURE_CACHE_S = 10.0
+FAILURE_CACHE_S = 10.0  # a document that answered but cannot be used (a timeout is never cached)
 CACHE_ENTRIES = 1000
+PER_HOST = 4  # fetches in flight to one host: slow documents on one host cannot take every connection
+TOTAL = 64  # fetches in flight in all
+PER_REQUESTER_PER_MINUTE = 20  # fetches one client address may set off (/authorize and /token name documents)
 
 
 class MetadataDocumentError(Exception):
     """The document could not be fetched or is not a usable client description."""
+
+
+class MetadataDocumentUnavailable(MetadataDocumentError):
+    """The document cannot be fetched now (busy, timed out, unreachable): says nothing about the client,
+    so it is never cached as "not found"; the caller answers "try again" instead."""
+
+
+# The address of the client whose request names a document (set by the OAuth routes): its fetches are counted.
+requester: ContextVar[str] = ContextVar("pixazo_cimd_requester", default="unknown")
 
 
 def is_metadata_url(client_id: str) -> bool:
@@ -47,10 +64,15 @@ def is_metadata_url(client_id: str) -> bool:
 
 
 def _address_allowed(address: str, host: str, loopback_hosts: list[str]) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.is_global and not ip.is_multicast:
+    """Whether a fetch for `host` may connect to `address`; ValueError when `address` is a name."""
+    if is_public_address(address):
         return True
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
     return ip.is_loopback and host.lower().strip("[]") in loopback_hosts
+
+
+class NotPublicError(OSError):
+    """A name that resolves to no address a fetch may connect to (a definite answer, unlike a timeout)."""
 
 
 class PublicResolver(AbstractResolver):
@@ -65,7 +87,7 @@ class PublicResolver(AbstractResolver):
         found = await self._inner.resolve(host, port, family)
         kept = [r for r in found if _address_allowed(r["host"], host, self._loopback_hosts)]
         if not kept:
-            raise OSError(f"{host} resolves to no public address")
+            raise NotPublicError(f"{host} resolves to no public address")
         return kept
 
     async def close(self) -> None:
@@ -81,13 +103,16 @@ class MetadataDocuments:
         self._scope = scope
         self._session: aiohttp.ClientSession | None = None
         self._cache: dict[str, tuple[float, OAuthClientInformationFull | None]] = {}
+        self._inflight: dict[str, asyncio.Future[OAuthClientInformationFull | None]] = {}
+        self._per_host: defaultdict[str, int] = defaultdict(int)
+        self._started: dict[str, deque[float]] = {}
 
     async def __aenter__(self) -> MetadataDocuments:
         context = ssl.create_default_context()
         if self._ca_file is not None:
             context.load_verify_locations(cafile=str(self._ca_file))
-        connector = aiohttp.TCPConnector(resolver=PublicResolver(self._loopback_hosts), ssl=context, limit=20,
-                                         use_dns_cache=False)
+        connector = aiohttp.TCPConnector(resolver=PublicResolver(self._loopback_hosts), ssl=context, limit=TOTAL,
+                                         limit_per_host=PER_HOST, use_dns_cache=False)
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
         # trust_env stays off: no proxy from the environment decides where these requests go.
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
@@ -99,21 +124,59 @@ class MetadataDocuments:
             self._session = None
 
     async def client(self, url: str) -> OAuthClientInformationFull | None:
-        """The client a metadata document describes, or None when it cannot be used (logged)."""
+        """The client a metadata document describes, or None when it cannot be used (logged).
+
+        Raises MetadataDocumentUnavailable when it cannot be fetched now: too many fetches in flight to
+        its host or in all, too many set off by this requester, a timeout or a broken connection.
+        """
         now = time.monotonic()
         cached = self._cache.get(url)
         if cached is not None and cached[0] > now:
             return cached[1]
+        if (shared := self._inflight.get(url)) is not None:
+            return await asyncio.shield(shared)  # many sign-ins through one new client: one fetch
+        host = (urlsplit(url).hostname or "").lower()
+        if self._per_host[host] >= PER_HOST or len(self._inflight) >= TOTAL:
+            logger.warning("client metadata document %s not fetched: too many fetches in flight", url)
+            raise MetadataDocumentUnavailable("too many client metadata documents are being fetched")
+        self._admit(requester.get(), now)
+        future: asyncio.Future[OAuthClientInformationFull | None] = asyncio.get_running_loop().create_future()
+        self._inflight[url] = future
+        self._per_host[host] += 1
         try:
-            found: OAuthClientInformationFull | None = self._parse(url, await self._fetch(url))
-            ttl = CACHE_S
-        except MetadataDocumentError as exc:
-            logger.warning("client metadata document %s refused: %s", url, exc)
-            found, ttl = None, FAILURE_CACHE_S
-        if len(self._cache) >= CACHE_ENTRIES:
-            self._cache.clear()
-        self._cache[url] = (now + ttl, found)
-        return found
+            try:
+                found: OAuthClientInformationFull | None = self._parse(url, await self._fetch(url))
+                ttl = CACHE_S
+            except MetadataDocumentUnavailable as exc:
+                logger.warning("client metadata document %s unavailable: %s", url, exc)
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters re-raise it, nobody else has to
+                raise
+            except MetadataDocumentError as exc:
+                logger.warning("client metadata document %s refused: %s", url, exc)
+                found, ttl = None, FAILURE_CACHE_S
+            if len(self._cache) >= CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[url] = (time.monotonic() + ttl, found)
+            future.set_result(found)
+            return found
+        finally:
+            del self._inflight[url]
+            self._per_host[host] -= 1
+            if not self._per_host[host]:
+                del self._per_host[host]
+
+    def _admit(self, address: str, now: float) -> None:
+        """Count a fetch against the requester's minute; raise MetadataDocumentUnavailable over it."""
+        if len(self._started) > 10_000:
+            self._started.clear()
+        window = self._started.setdefault(address, deque())
+        while window and now - window[0] >= 60:
+            window.popleft()
+        if len(window) >= PER_REQUESTER_PER_MINUTE:
+            logger.warning("client metadata documents: %s asked for too many new ones", address)
+            raise MetadataDocumentUnavailable("too many new client metadata documents from this address")
+        window.append(now)
 
     async def _fetch(self, url: str) -> bytes:
         if self._session is None:
@@ -128,6 +191,8 @@ class MetadataDocuments:
         try:
             async with self._session.get(url, allow_redirects=False,
                                          headers={"Accept": "application/json"}) as response:
+                if response.status in (408, 429) or response.status >= 500:
+                    raise MetadataDocumentUnavailable(f"answered HTTP {response.status}")
                 if response.status != 200:
                     raise MetadataDocumentError(f"answered HTTP {response.status}")
                 if response.content_length is not None and response.content_length > MAX_BYTES:
@@ -139,7 +204,12 @@ class MetadataDocuments:
                         raise MetadataDocumentError(f"larger than {MAX_BYTES} bytes")
                 return data
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise MetadataDocumentError(f"fetch failed ({type(exc).__name__}: {exc})") from None
+            reason = f"fetch failed ({type(exc).__name__}: {exc})"
+            # A certificate we do not trust, or a name that points inward, will not change in a minute.
+            if isinstance(exc, aiohttp.ClientSSLError) or (
+                    isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, NotPublicError)):
+                raise MetadataDocumentError(reason) from None
+            raise MetadataDocumentUnavailable(reason) from None
 
     def _parse(self, url: str, data: bytes) -> OAuthClientInformationFull:
         try:
@@ -169,6 +239,9 @@ class MetadataDocuments:
         for key in ("client_name", "client_uri", "logo_uri"):
             if isinstance(doc.get(key), str):
                 fields[key] = doc[key]
+        problem = name_problem(fields.get("client_name"))
+        if problem is not None:
+            raise MetadataDocumentError(problem)
         try:
             return OAuthClientInformationFull.model_validate(fields)
         except ValidationError as exc:

@@ -53,7 +53,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp
 
-from app.identity.cimd import MetadataDocuments, is_metadata_url
+from app.identity import attempts
+from app.identity.attempts import client_key
+from app.identity.cimd import MetadataDocuments, MetadataDocumentUnavailable, is_metadata_url, requester
+from app.identity.names import name_problem
 from app.identity.redirects import redirect_uri_allowed
 from app.identity.tokens import SCOPE, ConfigError, TeamTokenVerifier
 from app.net import is_loopback
@@ -66,10 +69,14 @@ ACCESS_TTL_S = 3600
 REFRESH_TTL_S = 30 * 86400
 CODE_TTL_S = 300
 REQUEST_TTL_S = 900
+UNUSED_CLIENT_TTL_S = 86400  # a registered client nobody signed in with is forgotten after this
 ACCESS_PREFIX = "pxa_"
 REFRESH_PREFIX = "pxr_"
 CODE_PREFIX = "pxc_"
 SIGNIN_PATH = "/oauth/signin"
+MAX_STATE_BYTES = 1024  # the client's `state`, kept with each pending sign-in
+MAX_PENDING_PER_ADDRESS = 20  # pending sign-ins (each lives REQUEST_TTL_S) asked for from one address
+MAX_PENDING_PER_CLIENT = 500  # and for one client, from everywhere
 
 
 def canonical_url(url: str) -> str:
@@ -125,12 +132,12 @@ class PixazoOAuthProvider(OAuthAuthorizationServerProvider[StoredCode, StoredRef
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         if is_metadata_url(client_id):
-            client = await self.documents.client(client_id)
-            if client is not None and await self.records.client(client_id) is None:
-                # Recorded so that operators see it in `pixazo-mcp oauth clients`.
-                await self.records.add_client(client_id, "cimd", client.client_name,
-                                              client.model_dump(mode="json", exclude_none=True), None)
-            return client
+            # Not recorded here: a row per URL anyone names would grow without bound. It is recorded
+            # once someone signs in through it (approve), for `pixazo-mcp oauth clients`.
+            try:
+                return await self.documents.client(client_id)
+            except MetadataDocumentUnavailable:
+                return None  # the authorization endpoint asks first and answers "try again" (routes)
         row = await self.records.client(client_id)
         if row is None:
             return None
@@ -146,6 +153,13 @@ class PixazoOAuthProvider(OAuthAuthorizationServerProvider[StoredCode, StoredRef
         if not uris or bad:
             raise RegistrationError("invalid_redirect_uri",
                                     f"redirect URIs must be https or http on loopback: {bad[0] if bad else '(none)'}")
+        problem = name_problem(client_info.client_name)
+        if problem is not None:
+            raise RegistrationError("invalid_client_metadata", problem)
+        # Housekeeping at the one open door: registrations nobody ever signed in with do not pile up.
+        purged = await self.records.purge_unused_clients(UNUSED_CLIENT_TTL_S)
+        if purged:
+            logger.info("oauth: forgot %d client(s) nobody signed in with", purged)
         secret = client_info.client_secret
         metadata = client_info.model_dump(mode="json", exclude_none=True, exclude={"client_secret", "client_id"})
         await self.records.add_client(client_info.client_id, "dcr", client_info.client_name, metadata, secret)
@@ -158,13 +172,20 @@ class PixazoOAuthProvider(OAuthAuthorizationServerProvider[StoredCode, StoredRef
         scopes = params.scopes or [SCOPE]
         if any(s != SCOPE for s in scopes):
             raise AuthorizeError("invalid_scope", f"the only scope is {SCOPE}")
+        address = requester.get()
+        by_client, by_address = await self.records.pending_counts(client.client_id, address)
+        if by_address >= MAX_PENDING_PER_ADDRESS or by_client >= MAX_PENDING_PER_CLIENT:
+            logger.warning("oauth: sign-in refused: %d pending for client %s, %d from %s", by_client,
+                           client.client_id, by_address, address)
+            raise AuthorizeError("temporarily_unavailable",
+                                 "too many sign-ins are waiting to be answered; try again in a few minutes")
         request_id = secrets.token_urlsafe(32)
         await self.records.add_request(request_id, client.client_id, {
             "state": params.state, "scopes": scopes, "code_challenge": params.code_challenge,
             "redirect_uri": str(params.redirect_uri),
             "redirect_uri_provided_explicitly": params.redirect_uri_provided_explicitly,
             "resource": self.resource, "client_name": client.client_name,
-        }, REQUEST_TTL_S)
+        }, REQUEST_TTL_S, address)
         await self.records.touch_client(client.client_id, "asked to sign in")
         return f"{SIGNIN_PATH}?request={request_id}"
 
@@ -173,6 +194,10 @@ class PixazoOAuthProvider(OAuthAuthorizationServerProvider[StoredCode, StoredRef
         code = CODE_PREFIX + secrets.token_urlsafe(32)
         await self.records.add_code(code, pending.client_id, caller, pending.params, secrets.token_urlsafe(16),
                                     CODE_TTL_S)
+        if is_metadata_url(pending.client_id) and await self.records.client(pending.client_id) is None:
+            await self.records.add_client(pending.client_id, "cimd", pending.params.get("client_name"), {
+                "redirect_uris": [pending.params["redirect_uri"]]}, None)
+        await self.records.signed_in(pending.client_id)
         await self.records.touch_client(pending.client_id, f"signed in as {caller}")
         logger.info("oauth: %s approved client %s", caller, pending.client_id)
         return construct_redirect_uri(pending.params["redirect_uri"], code=code, state=pending.params["state"],
@@ -254,8 +279,12 @@ class PixazoOAuthProvider(OAuthAuthorizationServerProvider[StoredCode, StoredRef
         if not token.startswith(ACCESS_PREFIX):
             return None
         row = await self.records.token(token, ACCESS)
-        if row is None or row.revoked_at is not None or row.expires_at <= time.time():
+        if row is None:
             return None
+        if row.revoked_at is not None or row.expires_at <= time.time():
+            attempts.stale()  # ours, once: a client that missed a refresh or a revocation, not a guesser
+            return None
+        attempts.verified()
         return StoredAccessToken(token=token, client_id=row.client_id, scopes=row.scopes,
                                  expires_at=int(row.expires_at), resource=row.resource, subject=row.caller,
                                  claims={"iss": self.issuer}, family=row.family)
@@ -306,24 +335,44 @@ class HashedClientAuthenticator(ClientAuthenticator):
         return client
 
 
-class RegistrationLimit:
-    """A sliding one-hour window of registrations per client address (DCR is open to anyone)."""
+def _expire(window: deque[float], now: float) -> deque[float]:
+    """The window without what left the hour."""
+    while window and now - window[0] >= 3600:
+        window.popleft()
+    return window
 
-    def __init__(self, per_hour: int) -> None:
+
+def _wait(window: deque[float], limit: int, now: float) -> float | None:
+    """The seconds until `window` has room again, or None when it has."""
+    _expire(window, now)
+    return 3600 - (now - window[0]) if len(window) >= limit else None
+
+
+class RegistrationLimit:
+    """Sliding one-hour windows of registrations (DCR is open to anyone): per client address (IPv6 per
+    /64, so one host cannot walk its prefix), and for all addresses together."""
+
+    def __init__(self, per_hour: int, total_per_hour: int) -> None:
         self.per_hour = per_hour
+        self.total_per_hour = total_per_hour
         self._seen: dict[str, deque[float]] = {}
+        self._all: deque[float] = deque()
 
     def admit(self, address: str) -> float | None:
         """None when admitted, else the seconds until the next registration would be."""
         now = time.monotonic()
-        if len(self._seen) > 10_000:
-            self._seen.clear()
-        window = self._seen.setdefault(address, deque())
-        while window and now - window[0] >= 3600:
-            window.popleft()
-        if len(window) >= self.per_hour:
-            return 3600 - (now - window[0])
+        if len(self._seen) > self.total_per_hour + 10_000:
+            # Only admitted registrations fill windows, so at most total_per_hour of them are not empty.
+            self._seen = {k: w for k, w in self._seen.items() if _expire(w, now)}
+        key = client_key(address)
+        window = self._seen.setdefault(key, deque())
+        wait = _wait(window, self.per_hour, now)
+        if wait is None:
+            wait = _wait(self._all, self.total_per_hour, now)
+        if wait is not None:
+            return wait
         window.append(now)
+        self._all.append(now)
         return None
 
 
@@ -362,7 +411,8 @@ class AuthorizationServer:
         self.issuer, self.resource = public_urls(settings)
         self.documents = MetadataDocuments(settings.oauth_metadata_loopback_hosts, settings.oauth_ca_file, SCOPE)
         self.provider = PixazoOAuthProvider(self.issuer, self.resource, records, self.documents)
-        self.registrations = RegistrationLimit(settings.oauth_registrations_per_hour)
+        self.registrations = RegistrationLimit(settings.oauth_registrations_per_hour,
+                                               settings.oauth_registrations_total_per_hour)
         self.registration_options = ClientRegistrationOptions(enabled=True, valid_scopes=[SCOPE],
                                                               default_scopes=[SCOPE])
 
@@ -408,6 +458,19 @@ class AuthorizationServer:
             return JSONResponse(metadata, headers={"Cache-Control": "public, max-age=3600"})
 
         async def authorize(request: Request) -> Response:
+            params = request.query_params if request.method == "GET" else await request.form()
+            state = params.get("state")
+            # Every pending sign-in is a stored row: what the client makes us keep is bounded.
+            if isinstance(state, str) and len(state.encode()) > MAX_STATE_BYTES:
+                return _oauth_error("invalid_request", f"state is longer than {MAX_STATE_BYTES} bytes")
+            requester.set(client_key(request.client.host if request.client else "unknown"))
+            client_id = params.get("client_id")
+            if isinstance(client_id, str) and is_metadata_url(client_id):
+                try:
+                    await self.documents.client(client_id)  # fetched (or not) once; the handler reads the cache
+                except MetadataDocumentUnavailable:
+                    return _oauth_error("temporarily_unavailable", "the client's metadata document cannot be "
+                                        "fetched now; try again in a minute", 503, {"Retry-After": "30"})
             response = await authorize_handler.handle(request)
             location = response.headers.get("location")
             if location is not None and not location.startswith(SIGNIN_PATH):
@@ -416,6 +479,7 @@ class AuthorizationServer:
             return response
 
         async def token(request: Request) -> Response:
+            requester.set(client_key(request.client.host if request.client else "unknown"))
             form = await request.form()  # cached on the request: the SDK's handler reads the same
             resource = form.get("resource")
             if isinstance(resource, str) and not same_resource(resource, self.resource):
@@ -428,7 +492,7 @@ class AuthorizationServer:
             address = request.client.host if request.client else "unknown"
             wait = self.registrations.admit(address)
             if wait is not None:
-                return _oauth_error("slow_down", "too many client registrations from this address", 429,
+                return _oauth_error("slow_down", "too many client registrations (from this address, or in all)", 429,
                                     {"Retry-After": str(max(1, round(wait)))})
             return await register_handler.handle(request)
 

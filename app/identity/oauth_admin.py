@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from app.identity.names import escaped
 from app.storage.database import open_store
 
 
@@ -18,7 +19,8 @@ def _when(epoch: float | None) -> str:
 
 
 async def list_clients(database: str) -> list[str]:
-    """One line per client: id, kind, name, registered, last seen and what it last did, live tokens."""
+    """One entry per client: id, kind, name, registered, first sign-in, last seen and what it last did, live
+    tokens. What a client chose (its id, name, callers' names) is printed with control characters escaped."""
     store = await open_store(database)
     try:
         summaries = await store.oauth().clients()
@@ -29,9 +31,11 @@ async def list_clients(database: str) -> list[str]:
     lines = []
     for s in summaries:
         c = s.client
-        callers = ", ".join(s.callers) if s.callers else "-"
-        lines.append(f"{c.client_id}  [{c.kind}] {c.client_name or '(no name)'}\n"
-                     f"    registered {_when(c.created_at)}; last seen {_when(c.last_seen_at)}: {c.last_event or '-'}\n"
+        callers = escaped(", ".join(s.callers)) if s.callers else "-"
+        first = f"first sign-in {_when(c.signed_in_at)}" if c.signed_in_at is not None else "never signed in"
+        lines.append(f"{escaped(c.client_id)}  [{escaped(c.kind)}] {escaped(c.client_name or '(no name)')}\n"
+                     f"    registered {_when(c.created_at)}; {first}; last seen {_when(c.last_seen_at)}: "
+                     f"{escaped(c.last_event or '-')}\n"
                      f"    live tokens: {s.active_tokens} (callers: {callers})")
     return lines
 

@@ -1,4 +1,4 @@
-"""Which redirect URIs a client may register: https anywhere, plain http only to this machine."""
+"""Which redirect URIs a client may register: https anywhere, plain http only to this machine, no userinfo."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ def redirect_uri_allowed(uri: str) -> bool:
     except ValueError:
         return False
     if not host or parts.fragment:
+        return False
+    if parts.username is not None or parts.password is not None:
+        # https://claude.ai@evil.example/cb goes to evil.example, whatever a person reads first.
         return False
     if parts.scheme == "https":
         return True

@@ -20,6 +20,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from app.identity import attempts
+from app.identity.names import shown_name
 from app.identity.oauth import SIGNIN_PATH, PixazoOAuthProvider
 from app.identity.sso import OpenIDSignOn, SignOnError, caller_for
 from app.identity.tokens import TeamTokenVerifier
@@ -32,6 +34,7 @@ CSRF_COOKIE = "pixazo_oauth_csrf"
 SSO_COOKIE = "pixazo_oauth_sso"
 SSO_PATH = "/oauth/sso"
 SSO_CALLBACK_PATH = "/oauth/sso/callback"
+MAX_TOKEN_FAILURES = 3  # wrong team tokens one pending sign-in takes before it ends
 
 
 def _origin(url: str) -> str:
@@ -73,8 +76,11 @@ class SignInPage:
               error: str | None = None, status: int = 200) -> Response:
         context = {
             "pending": pending, "request_id": request_id, "csrf": csrf, "error": error,
-            "client_name": (pending.params.get("client_name") or pending.client_id) if pending else None,
-            "redirect_host": urlsplit(pending.params["redirect_uri"]).netloc if pending else None,
+            # The name is the client's own claim (shown as such), cleaned of bidi and control characters;
+            # the host name alone says where the browser goes (no userinfo a person could misread).
+            "client_name": (shown_name(pending.params.get("client_name") or "") or shown_name(pending.client_id)
+                            ) if pending else None,
+            "redirect_host": urlsplit(pending.params["redirect_uri"]).hostname if pending else None,
             "sso_name": self.sso.name if self.sso is not None else None, "tokens": self.team is not None,
         }
         response = TEMPLATES.TemplateResponse(request, "signin.html", context, status_code=status,
@@ -122,6 +128,13 @@ class SignInPage:
         token = _field(form, "token").strip()
         found = await self.team.verify_token(token) if self.team is not None and token else None
         if found is None or not found.subject:
+            # Counted here for this request (it ends after a few), and by the throttle for the address.
+            failures = await self.provider.records.request_failed(request_id, MAX_TOKEN_FAILURES)
+            if failures >= MAX_TOKEN_FAILURES or failures == 0:
+                logger.warning("oauth: sign-in request of client %s ended after %d wrong tokens",
+                               pending.client_id, MAX_TOKEN_FAILURES)
+                return self._page(request, None, "", self._csrf(request),
+                                  "Too many wrong tokens: this sign-in has ended. Start again from your app.", 401)
             return self._page(request, pending, request_id, self._csrf(request), "That token is not valid.", 401)
         taken = await self.provider.records.take_request(request_id)
         if taken is None:
@@ -154,9 +167,11 @@ class SignInPage:
         state = request.query_params.get("state", "")
         cookie = request.cookies.get(SSO_COOKIE, "")
         if self.sso is None or not state or not hmac.compare_digest(cookie.encode(), state.encode()):
+            attempts.failed()  # a forged or replayed answer: counted like a wrong token
             return self._expired(request)
         pending = await self.provider.records.take_sso(state)
         if pending is None:
+            attempts.failed()
             return self._expired(request)
         code = request.query_params.get("code")
         if not code:
@@ -165,6 +180,7 @@ class SignInPage:
         try:
             claims = await self.sso.finish(self._http(), code, pending.sso or {})
         except SignOnError as exc:
+            attempts.failed()
             logger.warning("oauth: single sign-on failed: %s", exc)
             return RedirectResponse(self.provider.refusal(pending, "access_denied", str(exc)), 303)
         caller = caller_for(claims, self.sso.rules, self.sso.groups_claim)
@@ -173,6 +189,7 @@ class SignInPage:
                            claims.get("email") or claims.get("sub"), self.sso.name)
             return RedirectResponse(self.provider.refusal(
                 pending, "access_denied", "your account is not allowed to use this server"), 303)
+        attempts.verified()
         response = RedirectResponse(await self.provider.approve(pending, caller), 303)
         response.delete_cookie(SSO_COOKIE, path=SSO_PATH)
         return response

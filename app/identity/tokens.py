@@ -9,6 +9,7 @@ from pathlib import Path
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 
+from app.identity import attempts
 from app.net import is_loopback
 from app.settings import Settings, SettingsError, placeholder_word
 
@@ -97,14 +98,18 @@ class TeamTokenVerifier(TokenVerifier):
                 match = name
         if match is None:
             return None
+        attempts.verified()
         return AccessToken(token=token, client_id=match, scopes=[SCOPE], subject=match)
 
     async def caller_for_header(self, header: str | None) -> str | None:
         """The caller named by an `Authorization: Bearer` header, for our own routes."""
-        if not header or not header.lower().startswith("bearer "):
+        if not header:
             return None
-        found = await self.verify_token(header[7:].strip())
-        return found.client_id if found else None
+        found = await self.verify_token(header[7:].strip()) if header.lower().startswith("bearer ") else None
+        if found is None:
+            attempts.failed()  # whatever the route answers (/healthz answers 200), this was a wrong credential
+            return None
+        return found.client_id
 
 
 def current_caller() -> str | None:

@@ -493,7 +493,11 @@ class PostgresStore:
             " AND status != %s", (caller, since, exclude_status))
         return int(row["n"]) if row else 0
 
-    async def facets(self) -> tuple[list[str], list[str]]:
+    async def facets(self, owner: str | None = None, *, owned_only: bool = False) -> tuple[list[str], list[str]]:
+        if owned_only:
+            found = await self._all("SELECT DISTINCT status FROM generations WHERE caller IS NOT DISTINCT FROM %s"
+                                    " ORDER BY status LIMIT 100", (owner,))
+            return ([owner] if owner is not None else []), [str(row["status"]) for row in found]
         return await self._distinct("caller", 200), await self._distinct("status", 100)
 
     async def _distinct(self, column: str, limit: int) -> list[str]:

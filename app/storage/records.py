@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import re
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -638,8 +638,13 @@ class GenerationStore:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def facets(self) -> tuple[list[str], list[str]]:
-        """The callers and statuses present, for the gallery's filters."""
+    async def facets(self, owner: str | None = None, *, owned_only: bool = False) -> tuple[list[str], list[str]]:
+        """The callers and statuses present, for the gallery's filters (`owned_only`: the owner's rows only)."""
+        if owned_only:
+            async with self._reading() as conn:
+                found = await conn.execute_fetchall(
+                    "SELECT DISTINCT status FROM generations WHERE caller IS ? ORDER BY status LIMIT 100", (owner,))
+            return ([owner] if owner is not None else []), [str(row[0]) for row in found]
         return await self._distinct("caller", 200), await self._distinct("status", 100)
 
     async def _distinct(self, column: str, limit: int) -> list[str]:

@@ -32,7 +32,7 @@ from app.settings import Settings, weak_secret
 from app.storage.database import engine_of, password_of
 from app.storage.oauth_records import OAuthRecords
 from app.web.gallery import Gallery, image_cache_headers, session_middleware, stored_image, unauthorized
-from app.web.guards import FormBodyLimit, NormalizeBearer
+from app.web.guards import FormBodyLimit, NormalizeBearer, UniqueVary
 from app.web.session_caps import SessionCaps
 from app.web.signed import signed_routes
 from app.web.throttle import AuthThrottle, FailedAuthTracker
@@ -151,6 +151,9 @@ def create_app(settings: Settings) -> Starlette:
                 await stack.enter_async_context(oauth.running())
                 logger.info("OAuth authorization server on: issuer %s, resource %s", oauth.issuer, oauth.resource)
             await stack.enter_async_context(mcp.session_manager.run())
+            if settings.history_visibility == "own" and verifier is not None and not settings.operators:
+                logger.warning("PIXAZO_HISTORY_VISIBILITY=own and no PIXAZO_OPERATORS: /metrics answers nobody "
+                               "and /healthz gives its status only")
             if notice:
                 logger.warning(notice)
             else:
@@ -164,7 +167,10 @@ def create_app(settings: Settings) -> Starlette:
         return runtime.state.http
 
     async def healthz(request: Request) -> JSONResponse:
-        """Whether a generation could be recorded now: reads answer and a write can commit."""
+        """Whether a generation could be recorded now: reads answer and a write can commit.
+
+        Anyone (a probe) gets the status alone; an operator's credential adds the details (version,
+        engine, breaker, queue, whether a key is set), which tell an attacker what to aim at."""
         state = runtime.state
         problem: str | None = "not started"
         if state is not None:
@@ -189,6 +195,9 @@ def create_app(settings: Settings) -> Starlette:
             "status": "draining" if draining else (status if problem is None else "unavailable"),
             "database": problem or "ok", "database_engine": engine, "image_storage": storage, "version": __version__,
         }
+        code = 200 if problem is None and not draining else 503
+        if not await operator(request):
+            return JSONResponse({"status": body["status"]}, status_code=code, headers={"Cache-Control": "no-store"})
         if state is not None:
             service = state.service
             body["breaker"] = {"state": service.breaker.state, "consecutive_failures": service.breaker.failures,
@@ -196,16 +205,26 @@ def create_app(settings: Settings) -> Starlette:
             body["in_flight"] = service.cap.in_flight
             body["queued"] = service.cap.waiting
             body["api_key_configured"] = service.client.has_key
-        return JSONResponse(body, status_code=200 if problem is None and not draining else 503)
+        return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
-    async def authorized(request: Request) -> bool:
+    async def operator(request: Request) -> bool:
+        """A verified caller who may see the whole server (Settings.is_operator); everyone without tokens."""
         if verifier is None:
             return True
-        return await verifier.caller_for_header(request.headers.get("authorization")) is not None
+        header = request.headers.get("authorization")
+        caller = await verifier.caller_for_header(header) if header else None
+        return caller is not None and settings.is_operator(caller)
 
     async def metrics(request: Request) -> Response:
-        if not await authorized(request):
-            return unauthorized()
+        if verifier is not None:
+            caller = await verifier.caller_for_header(request.headers.get("authorization"))
+            if caller is None:
+                return unauthorized()
+            if not settings.is_operator(caller):
+                # Under `own` the counters name other callers and their spend: operators only.
+                return JSONResponse({"error": "insufficient_scope", "error_description": (
+                    "/metrics is for operators (PIXAZO_OPERATORS) under PIXAZO_HISTORY_VISIBILITY=own")},
+                    status_code=403, headers={"Cache-Control": "no-store"})
         state = runtime.state
         if state is None:
             return PlainTextResponse("not ready", status_code=503)
@@ -255,6 +274,7 @@ def create_app(settings: Settings) -> Starlette:
 
     tracker = FailedAuthTracker(settings.auth_failure_limit, settings.auth_block_max_s)
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(UniqueVary),
         Middleware(NormalizeBearer),
         Middleware(AuthThrottle, tracker=tracker),
         Middleware(HostGuard, security=security),

@@ -199,3 +199,32 @@ class NormalizeBearer:
                         scope = {**scope, "headers": [*headers[:i], (name, normal), *headers[i + 1:]]}
                     break
         await self.app(scope, receive, send)
+
+
+class UniqueVary:
+    """Each name once in a response's Vary header: a route names what it varies on (Authorization,
+    Cookie), and Starlette's session middleware adds Cookie again when the session was touched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def unique(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                varies = [value for name, value in headers if name.lower() == b"vary"]
+                if varies:
+                    names: dict[bytes, bytes] = {}
+                    for value in varies:
+                        for item in value.split(b","):
+                            if item.strip():
+                                names.setdefault(item.strip().lower(), item.strip())
+                    kept = [(n, v) for n, v in headers if n.lower() != b"vary"]
+                    message = {**message, "headers": [*kept, (b"vary", b", ".join(names.values()))]}
+            await send(message)
+
+        await self.app(scope, receive, unique)
