@@ -85,8 +85,28 @@ PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pri
 mkdir -p "$WORK/secrets"
 # The tokens arrive as a secret file (PIXAZO_AUTH_TOKENS in the secrets directory), not the environment.
 printf 'ci:%s' "$TOKEN" >"$WORK/secrets/PIXAZO_AUTH_TOKENS"
-chmod 0644 "$WORK/secrets/"*
+# A session secret generated as deploy/secrets/README.md says (openssl rand -hex 32, here from Python).
+"$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' >"$WORK/secrets/PIXAZO_SESSION_SECRET"
+# The shipped Kubernetes secret's placeholder, which the container must refuse to start with.
+mkdir -p "$WORK/placeholder"
+cp "$WORK/secrets/PIXAZO_AUTH_TOKENS" "$WORK/placeholder/"
+"$PY" - "$ROOT/deploy/k8s/secret.yaml" "$WORK/placeholder/PIXAZO_SESSION_SECRET" <<'PY'
+import sys, pathlib, yaml
+value = yaml.safe_load(pathlib.Path(sys.argv[1]).read_text())["stringData"]["PIXAZO_SESSION_SECRET"]
+pathlib.Path(sys.argv[2]).write_text(value)
+PY
+chmod 0644 "$WORK/secrets/"* "$WORK/placeholder/"*
 podman volume create "$VOLUME" >/dev/null
+
+log "a placeholder session secret stops the container at once"
+set +e
+podman run --rm --read-only --tmpfs /tmp -v "$VOLUME:/data" -v "$WORK/placeholder:/run/secrets:ro" "$IMAGE" \
+  serve --host 0.0.0.0 --demo >"$WORK/placeholder.log" 2>&1
+rc=$?
+set -e
+if [ "$rc" != 2 ] || ! grep -q "PIXAZO_SESSION_SECRET looks like a placeholder" "$WORK/placeholder.log"; then
+  log "the placeholder secret was not refused (exit $rc)"; cat "$WORK/placeholder.log"; exit 1
+fi
 
 start() {
   podman run -d --name "$NAME" --read-only --tmpfs /tmp -p "127.0.0.1:$PORT:8000" -v "$VOLUME:/data" \

@@ -44,3 +44,38 @@ def test_kubernetes_sets_secure_cookies_and_mounts_the_session_secret(directory:
              else [source["secret"]["name"] for source in volume["projected"]["sources"]])
     assert any(secrets[name]["stringData"].get("PIXAZO_SESSION_SECRET") for name in names)
     assert config["PIXAZO_SECRETS_DIR"] == "/run/secrets"
+
+
+def shipped_secrets(path: str) -> dict[str, str]:
+    documents = list(yaml.safe_load_all((DEPLOY / path).read_text()))
+    return {k: v for doc in documents for k, v in doc["stringData"].items()}
+
+
+@pytest.mark.parametrize("path", ["k8s/secret.yaml", "k8s-replicas/secret.yaml"])
+def test_the_shipped_placeholder_secrets_cannot_start_a_server(path: str, tmp_path: Path) -> None:
+    """Issue 19: the manifests ship REPLACE_WITH_... values; a server given them as they are stops at once."""
+    from pydantic import SecretStr
+
+    from app.identity.tokens import ConfigError
+    from app.web.app import create_app
+    from tests.conftest import SESSION_SECRET, make_settings
+
+    shipped = shipped_secrets(path)
+    as_shipped = make_settings(tmp_path, session_secret=SecretStr(shipped["PIXAZO_SESSION_SECRET"]))
+    with pytest.raises(ConfigError, match="PIXAZO_SESSION_SECRET looks like a placeholder"):
+        create_app(as_shipped)
+    tokens_as_shipped = make_settings(tmp_path, session_secret=SecretStr(SESSION_SECRET),
+                                      auth_tokens=SecretStr(shipped["PIXAZO_AUTH_TOKENS"]))
+    with pytest.raises(ConfigError, match="looks like a placeholder"):
+        create_app(tokens_as_shipped)
+    configmap = load(DEPLOY / path.replace("secret", "configmap"))
+    operators = configmap["data"]["PIXAZO_OPERATORS"].split(",")
+    assert {entry.split(":")[0] for entry in shipped["PIXAZO_AUTH_TOKENS"].split(",")} >= set(operators)
+
+
+def test_prometheus_scrapes_metrics_with_an_operators_token_from_a_file() -> None:
+    (job,) = load(DEPLOY / "prometheus.yml")["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer"
+    assert job["authorization"]["credentials_file"].startswith("/etc/prometheus/secrets/")
+    assert "PIXAZO_OPERATORS" in (DEPLOY / "prometheus.yml").read_text()

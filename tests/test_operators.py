@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.pixazo.simulator import Fault, Simulator
-from tests.conftest import http_client, live_server, make_settings
+from tests.conftest import free_port, http_client, live_server, make_settings
 
 ALICE = "alice-token-0123456789abcdef"
 BOB = "bob-token-fedcba9876543210xyz"
@@ -115,3 +115,51 @@ async def test_an_image_varies_on_each_header_once(tmp_path: Path, sim: Simulato
     for answer in (by_session, by_token):
         assert answer.status_code == 200
         assert answer.headers.get_list("vary") == ["Authorization, Cookie"]
+
+
+async def test_a_real_prometheus_scrapes_metrics_under_own_with_an_operators_token(
+        tmp_path: Path, sim: Simulator) -> None:
+    """The shipped deploy/prometheus.yml, pointed at a server on loopback: the operator's token (from a
+    file, as shipped) scrapes; another caller's token is refused (the target is down)."""
+    import asyncio
+    import time
+
+    import yaml
+
+    from tests.services import require_program, run_service
+
+    prometheus = require_program("prometheus", "prometheus")
+    tokens = SecretStr(f"alice:{ALICE},bob:{BOB},metrics:{OPS}")
+    settings = make_settings(tmp_path, sim.url, auth_tokens=tokens, history_visibility="own", operators=["metrics"])
+    shipped = yaml.safe_load((Path(__file__).parent.parent / "deploy" / "prometheus.yml").read_text())
+    async with live_server(settings) as live, http_client(live, headers=auth(BOB)) as bob:
+        assert not (await bob.call_tool("pix_generate", {"prompt": "a boat"})).is_error
+        (job,) = shipped["scrape_configs"]
+        jobs = []
+        for name, token in (("pixazo-mcp", OPS), ("as-alice", ALICE)):
+            (tmp_path / f"{name}.token").write_text(token)
+            jobs.append({**job, "job_name": name, "scheme": "http", "scrape_interval": "1s",
+                         "authorization": {**job["authorization"], "credentials_file": str(tmp_path / f"{name}.token")},
+                         "static_configs": [{"targets": [live.url.removeprefix("http://")]}]})
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({**shipped, "global": {"scrape_interval": "1s"}, "scrape_configs": jobs}))
+        port = free_port()
+        argv = [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}"]
+        with run_service(argv, port, tmp_path / "prometheus.log"):
+            async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+                deadline = time.monotonic() + 60
+                while True:
+                    found = (await api.get("/api/v1/query", params={"query": "up"})).json()["data"]["result"]
+                    up = {r["metric"]["job"]: r["value"][1] for r in found}
+                    spend = (await api.get("/api/v1/query", params={
+                        "query": 'pixazo_generations_total{caller="bob"}'})).json()["data"]["result"]
+                    if len(up) == 2 and spend:
+                        break
+                    assert time.monotonic() < deadline, f"no scrape in 60 s: {up}"
+                    await asyncio.sleep(0.5)
+                targets = (await api.get("/api/v1/targets")).json()["data"]["activeTargets"]
+    assert up == {"pixazo-mcp": "1", "as-alice": "0"}
+    (refused,) = [t for t in targets if t["labels"]["job"] == "as-alice"]
+    assert "403" in refused["lastError"]
+    assert spend[0]["value"][1] == "1"
