@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from app.protocol.tools import GenerationRecord
+from app.protocol.results import GenerationRecord
 from app.storage import records
 from app.storage.database import RecordStore, engine_of, sqlite_path
 from app.storage.rows import BUDGET_EXCEEDED, CallMeta

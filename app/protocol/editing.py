@@ -25,7 +25,8 @@ from app.core.requests import RequestProblem, build_request, problems_for, range
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import EDITORS, Endpoint
 from app.protocol.arguments import CatalogueArgs
-from app.protocol.tools import GenerationResult, run_request, state_of
+from app.protocol.jobs import run_request
+from app.protocol.results import GenerationResult, state_of
 from app.settings import Settings
 
 IMAGE_HELP = (f"The input image: {FORMS}. A generation must be one you may see and must have an image; "

@@ -1,5 +1,5 @@
 """pix_regenerate: repeat a recorded generation with some arguments changed (app.core.lineage builds the
-request; the result is pix_generate's). get_generation's parent and children are in app.protocol.tools."""
+request; the result is pix_generate's). get_generation's parent and children are in app.protocol.history."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from app.core.requests import RequestProblem
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import GENERATE_MODELS, WIDEST
-from app.protocol.tools import GenerationResult, run_request, state_of
+from app.protocol.jobs import run_request
+from app.protocol.results import GenerationResult, state_of
 from app.storage.records import MAX_ID, MIN_ID
 
 NOTHING_DONE = "Nothing was recorded or sent to Pixazo."

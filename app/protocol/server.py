@@ -21,7 +21,8 @@ from app.errors import NotFoundError
 from app.identity.oauth import AuthorizationServer
 from app.identity.tokens import SCOPE, TeamTokenVerifier, current_caller
 from app.protocol.calllog import ToolCallLog
-from app.protocol.tools import all_tools, generation_detail, state_of
+from app.protocol.results import generation_detail, state_of
+from app.protocol.tools import all_tools
 from app.settings import Settings
 from app.storage.records import IMAGE_URI, parse_generation_id
 
