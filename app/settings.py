@@ -111,6 +111,13 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(default=300.0, gt=0, description="How long a call may wait for a slot.")
     max_retries: int = Field(default=3, ge=0, description="Retries after the first attempt (429/502/503/504).")
     deadline_s: float = Field(default=300.0, gt=0, description="One call's overall budget across retries.")
+    answer_within_s: float = Field(default=40.0, ge=1, le=3600, description=(
+        "Longest an image-making call holds its client: a call not finished by then answers PENDING with "
+        "its id and goes on in the background (collect it with pix_wait). Under the clients' own limits "
+        "(Claude.ai about 45 s, Claude Desktop about 60 s)."))
+    max_background_per_caller: int = Field(default=16, ge=1, description=(
+        "Unfinished generations one caller may have at once (waiting or in the background); beyond it a "
+        "call is refused with nothing sent."))
     poll_base_s: float = Field(default=1.0, gt=0, description="First wait before polling a queue job; "
                                "each later wait is 1.5 times longer.")
     poll_cap_s: float = Field(default=10.0, gt=0, description="Longest wait between two polls of a queue job.")

@@ -70,7 +70,7 @@ async def test_fifty_calls_overlap_and_leave_fifty_rows(tmp_path: Path) -> None:
     latency = 4.0
     async with Simulator(latency=latency) as sim:
         await sim.warm()  # the simulator's one-off renders must not slow the calls being posted
-        settings: Settings = make_settings(tmp_path, sim.url, max_concurrency=64)
+        settings: Settings = make_settings(tmp_path, sim.url, max_concurrency=64, max_background_per_caller=64)
         async with live_server(settings) as live, http_client(live) as client:
             started = time.monotonic()
             results = await asyncio.gather(*(
@@ -88,13 +88,18 @@ async def test_fifty_calls_overlap_and_leave_fifty_rows(tmp_path: Path) -> None:
     assert len({r["image_url"] for r in all_rows}) == 50
 
 
-async def test_fifty_clients_with_the_same_request_ids_each_get_their_own_answer(live: LiveServer) -> None:
+async def test_fifty_clients_with_the_same_request_ids_each_get_their_own_answer(tmp_path: Path,
+                                                                                  sim: Simulator) -> None:
+    # One (anonymous) caller with fifty calls at once: over the default PIXAZO_MAX_BACKGROUND_PER_CALLER.
+    settings = make_settings(tmp_path, sim.url, max_background_per_caller=64)
+
     async def agent(i: int) -> str:
         async with http_client(live, mode="legacy" if i % 2 else "2026-07-28") as client:
             result = await client.call_tool("pix_generate", {"prompt": f"agent {i}"})
             return str(result.structured_content["prompt"])
 
-    prompts = await asyncio.gather(*(agent(i) for i in range(50)))
+    async with live_server(settings) as live:
+        prompts = await asyncio.gather(*(agent(i) for i in range(50)))
     assert prompts == [f"agent {i}" for i in range(50)]
 
 

@@ -77,14 +77,15 @@ async def test_waiters_that_time_out_or_are_cancelled_leave_the_queue() -> None:
 async def queued(live: LiveServer, count: int) -> None:
     """Wait (bounded) until the server reports `count` calls waiting for a slot."""
     deadline = time.monotonic() + 20
-    async with httpx2.AsyncClient() as http:
+    # /healthz's details are for operators: under `team`, any caller (alice) is one.
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {ALICE}"}) as http:
         while (await http.get(live.url + "/healthz")).json()["queued"] != count:
             assert time.monotonic() < deadline, "the calls never queued"
             await asyncio.sleep(0.02)
 
 
 async def test_one_callers_burst_does_not_starve_another(tmp_path: Path, sim: Simulator) -> None:
-    settings = make_settings(tmp_path, sim.url, max_concurrency=4, inline_image="none",
+    settings = make_settings(tmp_path, sim.url, max_concurrency=4, inline_image="none", max_background_per_caller=64,
                              auth_tokens=SecretStr(f"alice:{ALICE},bob:{BOB}"))
     # The first four requests (alice's) hold their slots until bob is queued; one frees before the others.
     sim.push(Fault(kind="slow", delay=3.0), *(Fault(kind="slow", delay=5.0) for _ in range(3)))

@@ -184,15 +184,16 @@ async def test_progress_carries_the_queue_state(tmp_path: Path, sim: Simulator) 
         result = await client.call_tool("pix_generate", ARGS, progress_callback=on_progress)
     assert not result.is_error
     (request_id,) = sim.jobs
-    job = f"Pixazo job {request_id}: "
-    assert seen[0] == "Generating with Pixazo"
-    assert next(m for m in seen if m.startswith("Pixazo job")) == job + "QUEUED"
-    processing = [m for m in seen if m.startswith(job + "PROCESSING (")]
+    gen = f"Generation {result.structured_content['id']}: "  # every message names the generation
+    job = f"{gen}Pixazo job {request_id}: "
+    assert seen[0].startswith(gen)
+    assert next(m for m in seen if "Pixazo job" in m) == job + "QUEUED"
+    processing = [m for m in seen if m.startswith(job + "PROCESSING")]
     # At the change, then repeated by the heartbeat (every 0.3 s) while the job runs about a second.
     assert len(processing) >= 2
-    assert any(m.startswith(job + "COMPLETED (") for m in seen)
-    assert seen[-1] == "Finished: SUCCESS"
-    assert not [m for m in seen if m.startswith("Still waiting for Pixazo")]  # the job's state instead
+    assert any(m.startswith(job + "PROCESSING (") for m in processing)
+    assert seen[-1] == gen + "finished SUCCESS"
+    assert not [m for m in seen if "waiting for the image" in m]  # the job's state instead
 
 
 async def test_a_sync_model_keeps_the_heartbeat(tmp_path: Path, sim: Simulator) -> None:
@@ -206,8 +207,9 @@ async def test_a_sync_model_keeps_the_heartbeat(tmp_path: Path, sim: Simulator) 
     async with live_server(settings) as live, http_client(live) as client:
         result = await client.call_tool("pix_generate", {"prompt": "sync"}, progress_callback=on_progress)
     assert not result.is_error
-    assert [m for m in seen if m.startswith("Still waiting for Pixazo (")]
-    assert not [m for m in seen if m.startswith("Pixazo job")]
+    gen = f"Generation {result.structured_content['id']}: "
+    assert [m for m in seen if m.startswith(gen + "sent to Pixazo, waiting for the image (")]
+    assert not [m for m in seen if "Pixazo job" in m]
 
 
 @pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])

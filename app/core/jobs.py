@@ -33,6 +33,20 @@ class JobResumer:
         """Jobs being followed or waiting for a slot."""
         return len(self._tasks)
 
+    def following(self) -> list[int]:
+        """The ids of the rows whose jobs are followed (or wait for a slot) here."""
+        return list(self._tasks)
+
+    async def cancel(self, gen_id: int) -> bool:
+        """Stop following one job (pix_cancel: its row is already CANCELLED); False if not followed here."""
+        task = self._tasks.get(gen_id)
+        if task is None:
+            return False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return True
+
     def resume(self, claimed: list[Generation]) -> None:
         """Follow each claimed job in its own task (a row already followed here is not followed twice)."""
         if self._stopped:

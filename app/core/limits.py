@@ -23,7 +23,7 @@ __all__ = ["BUDGET_EXCEEDED", "RATE_LIMITED", "CallerLimits", "Refusal", "Spend"
 
 @dataclass(frozen=True)
 class Refusal:
-    limit: str  # "per-minute", "daily" or "budget"
+    limit: str  # "pending", "per-minute", "daily" or "budget"
     retry_in_s: float
     message: str
 
@@ -57,9 +57,10 @@ def _minutes(seconds: float) -> int:
 
 class CallerLimits:
     def __init__(self, per_minute: int | None, daily: int | None, store: RecordStore,
-                 budgets: Budgets | None = None) -> None:
+                 budgets: Budgets | None = None, max_pending: int | None = None) -> None:
         self.per_minute = per_minute
         self.daily = daily
+        self.max_pending = max_pending  # unfinished calls at once (PIXAZO_MAX_BACKGROUND_PER_CALLER)
         self.budgets = budgets or Budgets(None)
         self._store = store
 
@@ -80,13 +81,19 @@ class CallerLimits:
         # A free call is never refused by the budget, even when the caller is past it (a budget lowered
         # during the day): the store's check would refuse any call once the spend exceeds the budget.
         budget_usd = budget if budget is not None and meta.cost_usd else None
-        if self.per_minute is None and self.daily is None and budget_usd is None:
+        if self.per_minute is None and self.daily is None and budget_usd is None and self.max_pending is None:
             return await self._store.insert_pending(prompt, parameters, caller, meta=meta), None
         admission = await self._store.insert_admitted(
             prompt, parameters, caller, per_minute=self.per_minute, daily=self.daily,
-            minute_since=minute_since, day_since=day_since, meta=meta, budget_usd=budget_usd)
+            minute_since=minute_since, day_since=day_since, meta=meta, budget_usd=budget_usd,
+            max_pending=self.max_pending)
         if admission.refused_by is None:
             return admission.generation, None
+        if admission.refused_by == "pending":
+            return admission.generation, Refusal("pending", 0.0, (
+                f"This caller already has {self.max_pending} generations unfinished (the most one caller may "
+                "have at once, PIXAZO_MAX_BACKGROUND_PER_CALLER). Nothing was sent to Pixazo. Collect them "
+                "with pix_wait (or stop one with pix_cancel), then try again."))
         if admission.refused_by == "budget":
             assert budget_usd is not None  # noqa: S101 - only a budget refuses for the budget
             spent = await self._store.spend_since(caller, day_since)

@@ -68,6 +68,37 @@ UNKNOWN_JOB = "UNKNOWN"  # the status route answered 404 for the job: row JOB_UN
 JobWatcher = Callable[[str, str], Awaitable[None]]
 
 
+@dataclass
+class LiveCall:
+    """What a call in flight is doing now: for an answer given before it ends (PIXAZO_ANSWER_WITHIN_S),
+    and for whoever watches its queue job (each waiting agent's progress)."""
+
+    phase: str = "recorded"  # recorded, queued (for a slot here), submitted, job (Pixazo's queue), keeping
+    request_id: str | None = None
+    job_state: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    watchers: list[JobWatcher] = field(default_factory=list)
+
+    def elapsed_s(self) -> int:
+        return round(time.monotonic() - self.started)
+
+    def describe(self) -> str:
+        if self.phase == "job" and self.request_id is not None:
+            return f"Pixazo job {self.request_id}: {self.job_state or QUEUED}"
+        return {"recorded": "starting", "queued": "waiting here for a free slot to call Pixazo",
+                "submitted": "sent to Pixazo, waiting for the image",
+                "keeping": "the image is made; keeping a copy"}.get(self.phase, self.phase)
+
+    async def job(self, request_id: str, state: str) -> None:
+        """The service's JobWatcher: remember the job's state and tell every watcher (best effort)."""
+        self.phase, self.request_id, self.job_state = "job", request_id, state
+        for watcher in list(self.watchers):
+            try:
+                await watcher(request_id, state)
+            except Exception:  # a watcher's client may have gone; the call goes on
+                logger.debug("a job watcher failed", exc_info=True)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A finished generation and, when it failed, the message for the caller."""
@@ -118,9 +149,10 @@ class GenerationService:
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not security
         self.in_flight = 0
         self.draining = False  # set on SIGTERM: cancellations then mean INTERRUPTED
+        self.drain_deadline: float | None = None  # when the SIGTERM's grace period ends (time.monotonic)
         self.prices = prices or Prices()
         self.limits = CallerLimits(settings.rate_limit_per_minute, settings.daily_limit, store,
-                                   Budgets.from_settings(settings))
+                                   Budgets.from_settings(settings), settings.max_background_per_caller)
         self.metrics = metrics or Metrics()
         self.metrics.in_flight.set_function(lambda: self.cap.in_flight)
         self.metrics.queued.set_function(lambda: self.cap.waiting)
@@ -174,13 +206,25 @@ class GenerationService:
         """Record the request as PENDING, call Pixazo, keep the image, and finish the row whatever happens.
 
         `on_job` hears the request id and each polled state of a queue job (progress for the caller)."""
+        pending, refusal = await self.admit(request, caller)
+        if refusal is not None:
+            return Outcome(pending, refusal)
+        return await self.run(pending, request, LiveCall(watchers=[on_job] if on_job is not None else []))
+
+    async def admit(self, request: GenerationRequest, caller: str | None) -> tuple[Generation, str | None]:
+        """The call's row, PENDING; or, when a limit or the budget refuses it, the finished row and why."""
         meta = CallMeta(request.model, request.operation, request.parent_id,
                         self.prices.price(request.endpoint, request.values))
         pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller, meta)
         if refusal is not None:
             self._observe(pending)  # already finished RATE_LIMITED or BUDGET_EXCEEDED: nothing was sent
-            return Outcome(pending, refusal.message)
-        call = _Call(pending.id, caller, on_job=on_job, edit=request.operation != "generate")
+            return pending, refusal.message
+        return pending, None
+
+    async def run(self, pending: Generation, request: GenerationRequest, live: LiveCall | None = None) -> Outcome:
+        """Call Pixazo for an admitted row, keep the image, and finish the row whatever happens."""
+        live = live or LiveCall()
+        call = _Call(pending.id, pending.caller, on_job=live.job, edit=request.operation != "generate", live=live)
         self.in_flight += 1
         try:
             outcome = await self._generate(request, call)
@@ -254,9 +298,11 @@ class GenerationService:
                 **call.fields())
             return Outcome(done, messages.unavailable(exc.retry_in))
         verdict = False
+        call.phase("queued")
         try:
             try:
                 async with self.cap.slot(call.caller) as waited:
+                    call.phase("submitted")
                     call.queue_s = waited
                     self.metrics.queue_wait.observe(waited)
                     image_url = await self._call_with_retries(request, call)
@@ -296,6 +342,7 @@ class GenerationService:
 
     async def _keep(self, image_url: str, call: _Call) -> Outcome:
         """Download the made image into storage and finish the row (SUCCESS, or DOWNLOAD_FAILED with the URL)."""
+        call.phase("keeping")
         try:
             # Editing tools make larger images than any text-to-image model (an 8x upscale): their own caps.
             edit = call.edit
@@ -442,6 +489,11 @@ class _Call:
         return self.may_have_sent or self.request_id is not None
     polled: bool = False  # whether a poll has answered yet
     on_job: JobWatcher | None = None
+    live: LiveCall | None = None
+
+    def phase(self, name: str) -> None:
+        if self.live is not None:
+            self.live.phase = name
 
     async def notify(self) -> None:
         """Tell the watcher (the caller's progress) about the job; a watcher that fails never fails the call."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 from PIL import Image
 
+from app.core.background import Background
 from app.core.costs import Prices
 from app.core.inputs import InputResolver
 from app.core.jobs import JobResumer
@@ -40,6 +41,7 @@ class AppState:
     instance: Instance
     inputs: InputResolver
     jobs: JobResumer | None = None
+    background: Background | None = None
 
 
 def http_session(settings: Settings) -> aiohttp.ClientSession:
@@ -109,7 +111,11 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             leases.jobs = jobs
             await leases.tick()
             links = LinkSigner(await store.server_key(KEY_NAME), settings.signed_link_ttl_s, settings.public_url)
-            yield AppState(settings, http, store, service, instance, InputResolver(settings, service, links), jobs)
+            # Generations launched by calls; stopped first as the stack unwinds (after the drain).
+            background = Background(service, jobs)
+            stack.push_async_callback(background.stop)
+            yield AppState(settings, http, store, service, instance, InputResolver(settings, service, links), jobs,
+                           background)
     finally:
         await leases.stop()
         if images is not None:

@@ -20,12 +20,13 @@ there, so correcting a fact in the gateway corrects the simulator too):
 
 It can be told to misbehave, in-process (`push(Fault | JobFault)`, `finish`) or over its control
 routes (`POST /_sim/faults`, `GET /_sim/stats`, `GET /_sim/jobs`, `POST /_sim/jobs/{id}`,
-`POST /_sim/reset`).
+`POST /_sim/reset`, `POST /_sim/release`: end the drawing time of the sync requests in progress).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -266,6 +267,7 @@ class Simulator:
         self.status_faults: deque[Fault] = deque()  # for the next status polls
         self.job_faults: deque[JobFault] = deque()  # for the next queue jobs
         self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self._release = asyncio.Event()  # set by release(): requests drawing now answer at once
         self.stats = Stats()
         self._ids = itertools.count(1)
         self._rng = random.Random(rng_seed)  # noqa: S311 - fault injection, not security
@@ -285,6 +287,7 @@ class Simulator:
         self.app.router.add_get("/_sim/slow.png", self._slow_image)
         self.app.router.add_post("/_sim/faults", self._set_faults)
         self.app.router.add_post("/_sim/reset", self._reset)
+        self.app.router.add_post("/_sim/release", self._release_route)
         self.app.router.add_get("/_sim/stats", self._stats)
         self.app.router.add_get("/_sim/jobs", self._jobs)
         self.app.router.add_post("/_sim/jobs/{request_id}", self._finish)
@@ -405,7 +408,7 @@ class Simulator:
         if fault is not None and fault.kind == "slow":
             delay = fault.delay
         if delay:
-            await asyncio.sleep(delay)
+            await self._draw_time(delay)
         if fault is not None and fault.kind not in ("slow",):
             return await self._misbehave(request, fault, endpoint, values)
         if endpoint.kind == "queue":
@@ -638,6 +641,23 @@ class Simulator:
         drop = int(request.query.get("drop", "12"))
         data = await asyncio.to_thread(rendered, 1024, 1024, 0)
         return web.Response(body=(data + text_chunk("cut") + IEND)[:-drop], content_type="image/png")
+
+    async def _draw_time(self, delay: float) -> None:
+        """A sync model's drawing time: `delay` seconds, or until release()."""
+        released = self._release
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), delay)
+
+    def release(self) -> None:
+        """End the drawing time of every sync request in progress now (their images are answered at
+        once); later requests take the full latency again. For tests of long calls that need not wait."""
+        self._release.set()
+        self._release = asyncio.Event()
+
+    async def _release_route(self, request: web.Request) -> web.Response:
+        """Control route: release() for a simulator in another process."""
+        self.release()
+        return web.json_response({"released": True})
 
     async def _set_faults(self, request: web.Request) -> web.Response:
         """Control route: `{"faults": [Fault...], "job_faults": [JobFault...], "latency": s,

@@ -25,7 +25,7 @@ from app.core.requests import RequestProblem, build_request, problems_for, range
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import EDITORS, Endpoint
 from app.protocol.arguments import CatalogueArgs
-from app.protocol.jobs import run_request
+from app.protocol.jobs import WAIT_FIELD, run_request
 from app.protocol.results import GenerationResult, state_of
 from app.settings import Settings
 
@@ -50,7 +50,8 @@ class _EditArgsBase(CatalogueArgs):
         return f"{range_text(field, arg)} for {cls.endpoint.model}"
 
     def _model_problems(self) -> list[str]:
-        return problems_for(self.endpoint, {name: getattr(self, name) for name in type(self).model_fields})
+        return problems_for(self.endpoint, {name: getattr(self, name) for name in type(self).model_fields
+                                            if name != "wait"})
 
 
 def _limited(endpoint: Endpoint, name: str, kind: type, description: str, default: Any) -> Any:
@@ -86,7 +87,7 @@ async def _resolve(ctx: Context, name: str, value: Any) -> InputImage:
 
 
 async def _run(ctx: Context, operation: str, values: dict[str, Any], extra: dict[str, Any],
-               images: dict[str, InputImage], label: str, prompt: str | None = None) -> CallToolResult:
+               images: dict[str, InputImage], label: str, wait: bool, prompt: str | None = None) -> CallToolResult:
     """Build the checked request (inputs sent as their URLs, recorded as given) and run it."""
     state = state_of(ctx)
     source = images["image"]
@@ -101,35 +102,38 @@ async def _run(ctx: Context, operation: str, values: dict[str, Any], extra: dict
                                 prompt=row_prompt)
     except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
         raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
-    return await run_request(ctx, state, request, label)
+    return await run_request(ctx, state, request, label, wait)
 
 
 async def pix_upscale(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
-                      scale: int = 2) -> CallToolResult:
+                      scale: int = 2, wait: bool = True) -> CallToolResult:
     found = await _resolve(ctx, "image", image)
-    return await _run(ctx, "upscale", {"scale": scale}, extra_arguments, {"image": found}, "Upscaled image")
+    return await _run(ctx, "upscale", {"scale": scale}, extra_arguments, {"image": found}, "Upscaled image", wait)
 
 
-async def pix_remove_background(ctx: Context, extra_arguments: dict[str, Any], image: int | str) -> CallToolResult:
+async def pix_remove_background(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
+                                wait: bool = True) -> CallToolResult:
     found = await _resolve(ctx, "image", image)
-    return await _run(ctx, "remove_background", {}, extra_arguments, {"image": found}, "Image without background")
+    return await _run(ctx, "remove_background", {}, extra_arguments, {"image": found}, "Image without background",
+                      wait)
 
 
 async def pix_inpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str, mask: int | str,
                       prompt: str, negative_prompt: str | None = None, width: int | None = None,
                       height: int | None = None, num_steps: int | None = None,
-                      guidance_scale: float | None = None, seed: int | None = None) -> CallToolResult:
+                      guidance_scale: float | None = None, seed: int | None = None,
+                      wait: bool = True) -> CallToolResult:
     images = {"image": await _resolve(ctx, "image", image), "mask": await _resolve(ctx, "mask", mask)}
     values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
               "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
-    return await _run(ctx, "inpaint", values, extra_arguments, images, "Inpainted image", prompt=prompt)
+    return await _run(ctx, "inpaint", values, extra_arguments, images, "Inpainted image", wait, prompt=prompt)
 
 
 async def pix_outpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
-                       zoom_out_percentage: int = 20) -> CallToolResult:
+                       zoom_out_percentage: int = 20, wait: bool = True) -> CallToolResult:
     found = await _resolve(ctx, "image", image)
     return await _run(ctx, "outpaint", {"zoom_out_percentage": zoom_out_percentage}, extra_arguments,
-                      {"image": found}, "Outpainted image")
+                      {"image": found}, "Outpainted image", wait)
 
 
 def _price_text(endpoint: Endpoint, prices: Prices) -> str:
@@ -165,6 +169,10 @@ SPECS: dict[str, tuple[Any, str, str, str]] = {
 
 
 def _fields(operation: str) -> dict[str, Any]:
+    return {**_model_fields(operation), "wait": WAIT_FIELD}
+
+
+def _model_fields(operation: str) -> dict[str, Any]:
     e = EDITORS[operation]
     if operation == "upscale":
         return {"image": IMAGE_FIELD, "scale": (Annotated[Literal[2, 4, 6, 8], Field(

@@ -16,7 +16,7 @@ from app.core.extras import ExtraCaps
 from app.core.requests import RequestProblem, build_request, problems_for, range_text
 from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, SDXL_LIMITS
 from app.protocol.arguments import CatalogueArgs
-from app.protocol.jobs import run_request
+from app.protocol.jobs import WAIT_FIELD, run_request
 from app.protocol.results import GenerationResult, state_of
 from app.settings import Settings
 
@@ -45,7 +45,8 @@ class _PixGenerateArgsBase(CatalogueArgs):
         chosen = getattr(self, "model", None)
         if not isinstance(chosen, str) or chosen not in CATALOGUE:
             return []
-        return problems_for(CATALOGUE[chosen], {name: getattr(self, name) for name in self.given() - {"model"}})
+        return problems_for(CATALOGUE[chosen], {name: getattr(self, name)
+                                                for name in self.given() - {"model", "wait"}})
 
 
 def _unadvertised_default(schema: dict[str, Any]) -> None:
@@ -88,6 +89,7 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
         "seed": _int_field("seed", settings.default_seed, "Random seed; the same seed repeats an image."),
         "model": (Literal[GENERATE_MODELS], Field(
             default="sdxl", description=_model_text())),
+        "wait": WAIT_FIELD,
     }
     model = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
     model.extra_caps = ExtraCaps(count=settings.max_extra_arguments, depth=settings.max_extra_depth,
@@ -97,7 +99,7 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
 
 async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_arguments: frozenset[str],
                        prompt: str, negative_prompt: str | None, width: int, height: int, num_steps: int,
-                       guidance_scale: float, seed: int, model: str = "sdxl") -> CallToolResult:
+                       guidance_scale: float, seed: int, model: str = "sdxl", wait: bool = True) -> CallToolResult:
     state = state_of(ctx)
     values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
               "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
@@ -107,7 +109,7 @@ async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_argu
         request = build_request(state.settings, CATALOGUE[model], given, extra=extra_arguments)
     except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
         raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
-    return await run_request(ctx, state, request)
+    return await run_request(ctx, state, request, wait=wait)
 
 
 def pix_generate_tool(settings: Settings) -> Tool:

@@ -1,38 +1,127 @@
-"""Running a checked request for the calling agent: progress while it runs, the result when it ends."""
+"""Running a call for the calling agent, and the tools for calls that outlive it: pix_wait and pix_cancel.
+
+An image-making call holds its client at most PIXAZO_ANSWER_WITHIN_S (or not at all, `wait: false`);
+then it answers PENDING with the id while the work goes on (app.core.background). pix_wait collects a
+generation by id, from any session and on any replica (the store says when a row ends elsewhere);
+pix_cancel stops one. Progress names the generation from the start, so an agent whose client gave up
+can always find its call again.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context
-from mcp.types import CallToolResult
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel, Field
 
+from app.core.background import Running
 from app.core.requests import GenerationRequest
+from app.core.service import CANCELLED, Outcome
 from app.core.state import AppState
+from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.protocol.calllog import CALL_INFO
-from app.protocol.results import generation_result
+from app.protocol.results import (
+    GenerationResult,
+    generation_result,
+    label_for,
+    outcome_of,
+    pending_result,
+    state_of,
+)
+from app.storage.records import MAX_ID, MIN_ID, PENDING, Generation
+
+WAIT_HELP = ("false: answer at once with the generation's id (status PENDING) and collect the image later "
+             "with pix_wait; true (default): wait for it, up to the server's answer bound.")
+WAIT_FIELD: Any = (Annotated[bool, Field(description=WAIT_HELP)], True)
 
 
 async def run_request(ctx: Context, state: AppState, request: GenerationRequest,
-                      label: str = "Generated image") -> CallToolResult:
-    """Run one checked request for the calling agent, with progress when it asked for it."""
-    service = state.service
-    if not _wants_progress(ctx):
-        outcome = await service.generate(request, current_caller())
-    else:
-        progress = _Progress(ctx, state.settings.progress_interval_s)
-        async with anyio.create_task_group() as tg:
-            await progress.report("Generating with Pixazo")
-            tg.start_soon(progress.heartbeat)
-            outcome = await service.generate(request, current_caller(), on_job=progress.job)
-            tg.cancel_scope.cancel()
-        await progress.report(f"Finished: {outcome.generation.status}")
-    if (info := CALL_INFO.get()) is not None:
-        info.status, info.attempts = outcome.generation.status, outcome.generation.attempts
-        info.generation_id = outcome.generation.id
+                      label: str = "Generated image", wait: bool = True) -> CallToolResult:
+    """Admit one checked request, run it in the background, and wait for it within the answer bound."""
+    pending, refusal = await state.service.admit(request, current_caller())
+    if refusal is not None:
+        return await _answer(state, Outcome(pending, refusal), label)
+    assert state.background is not None  # noqa: S101 - the lifespan always makes one
+    running = state.background.launch(pending, request)
+    _log(pending)
+    if not wait:
+        return _pending(state, pending, running)
+    outcome = await _follow(ctx, state, running, state.settings.answer_within_s, cancel_with_client=True)
+    if outcome is None:
+        return _pending(state, pending, running)
+    return await _answer(state, outcome, label)
+
+
+async def _answer(state: AppState, outcome: Outcome, label: str) -> CallToolResult:
+    _log(outcome.generation)
     return await generation_result(outcome, state, label)
+
+
+def _log(gen: Generation) -> None:
+    """The call's log line names its generation as soon as there is one."""
+    if (info := CALL_INFO.get()) is not None:
+        info.status, info.attempts, info.generation_id = gen.status, gen.attempts, gen.id
+
+
+def _pending(state: AppState, gen: Generation, running: Running | None) -> CallToolResult:
+    if running is not None:
+        activity, elapsed = running.live.describe(), running.live.elapsed_s()
+    else:  # running on another instance: the row says what it can
+        activity = (f"Pixazo job {gen.request_id}" if gen.request_id else "running on another server instance")
+        elapsed = _age_s(gen)
+    return pending_result(gen, activity, elapsed, state.settings.answer_within_s)
+
+
+def _age_s(gen: Generation) -> int:
+    made = datetime.fromisoformat(gen.timestamp.replace("Z", "+00:00"))
+    return max(0, round((datetime.now(UTC) - made).total_seconds()))
+
+
+async def _follow(ctx: Context, state: AppState, running: Running, wait_s: float, *,
+                  cancel_with_client: bool) -> Outcome | None:
+    """Wait up to `wait_s` for a generation running here, with progress; None if it has not ended.
+
+    `cancel_with_client`: the call that launched it, before its answer: if its client cancels, so does
+    the work. pix_wait's client going away leaves the work alone.
+    """
+    gen_id = running.generation.id
+    progress = _Progress(ctx, state.settings.progress_interval_s, gen_id) if _wants_progress(ctx) else None
+    if progress is not None:
+        running.live.watchers.append(progress.job)
+    try:
+        async with anyio.create_task_group() as tg:
+            if progress is not None:
+                await progress.report(f"Generation {gen_id}: " + (
+                    "generating with Pixazo" if running.live.phase == "recorded" else running.live.describe()))
+                tg.start_soon(progress.heartbeat, running)
+            try:
+                await asyncio.wait({running.task}, timeout=wait_s)
+            except asyncio.CancelledError:
+                if cancel_with_client:
+                    running.task.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await asyncio.wait({running.task})  # its row is finished CANCELLED first
+                raise
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        if progress is not None:
+            running.live.watchers.remove(progress.job)
+    if not running.task.done():
+        return None
+    if running.task.cancelled():  # pix_cancel, from another session: the row says how it ended
+        gen = await state.service.store.get(gen_id)
+        return outcome_of(gen) if gen is not None else None
+    outcome = running.task.result()
+    if progress is not None:
+        await progress.report(f"Generation {gen_id}: finished {outcome.generation.status}")
+    return outcome
 
 
 def _wants_progress(ctx: Context) -> bool:
@@ -44,42 +133,129 @@ def _wants_progress(ctx: Context) -> bool:
 class _Progress:
     """MCP progress for a long call: a start, a heartbeat (keeps proxies from closing the stream), an end.
 
-    For a queue model, every change of the job's state is reported at once ("Pixazo job abc: QUEUED"),
-    and the heartbeat repeats the state with the time waited ("Pixazo job abc: PROCESSING (12 s)").
-    Progress values only grow, as the spec asks; there is no total because Pixazo gives no estimate.
-    Only built when the client sent a progress token (without one the SDK would drop the reports).
+    Every message names the generation ("Generation 12: ..."). For a queue model, every change of the
+    job's state is reported at once ("Pixazo job abc: QUEUED"), and the heartbeat repeats what the call
+    is doing with the time so far. Progress values only grow, as the spec asks; there is no total
+    because Pixazo gives no estimate. Only built when the client sent a progress token.
     """
 
-    def __init__(self, ctx: Context, interval: float) -> None:
+    def __init__(self, ctx: Context, interval: float, gen_id: int) -> None:
         self._ctx = ctx
         self._interval = interval
+        self._gen_id = gen_id
         self._step = 0
-        self._started = anyio.current_time()
-        self._job: tuple[str, str] | None = None  # (request id, state) of the call's queue job
+        self._job: tuple[str, str] | None = None  # (request id, state) last reported
 
     async def report(self, message: str) -> None:
         self._step += 1
         await self._ctx.report_progress(self._step, None, message)
 
-    def _waited(self) -> int:
-        return round(anyio.current_time() - self._started)
-
     async def job(self, request_id: str, state: str) -> None:
-        """The service's JobWatcher: a new state is reported now; the same one waits for the heartbeat."""
+        """A JobWatcher: a new state is reported now; the same one waits for the heartbeat."""
         if self._job == (request_id, state):
             return
-        first = self._job is None
         self._job = (request_id, state)
-        await self.report(f"Pixazo job {request_id}: {state}" if first else
-                          f"Pixazo job {request_id}: {state} ({self._waited()} s)")
+        await self.report(f"Generation {self._gen_id}: Pixazo job {request_id}: {state}")
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self, running: Running | None, started: float | None = None) -> None:
+        started = anyio.current_time() if started is None else started
         while True:
             await anyio.sleep(self._interval)
-            if self._job is None:
-                await self.report(f"Still waiting for Pixazo ({self._waited()} s)")
+            if running is not None:
+                doing, waited = running.live.describe(), running.live.elapsed_s()
             else:
-                request_id, state = self._job
-                await self.report(f"Pixazo job {request_id}: {state} ({self._waited()} s)")
+                doing, waited = "still running", round(anyio.current_time() - started)
+            await self.report(f"Generation {self._gen_id}: {doing} ({waited} s)")
 
 
+class CancelResult(BaseModel):
+    """What pix_cancel did."""
+
+    id: int
+    status: str = Field(description="The row's status now: CANCELLED, or how it ended first.")
+    may_be_charged: bool = Field(description="Whether Pixazo may still charge for the work.")
+    cost_usd: float | None = Field(description="The price recorded for it (0: nothing was charged).")
+
+
+async def pix_wait(
+    ctx: Context,
+    id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation's id.")],
+    timeout_s: Annotated[float | None, Field(ge=0, le=3600, description=(
+        "Longest wait, in seconds (default and cap: the server's answer bound).")) ] = None,
+) -> Annotated[CallToolResult, GenerationResult]:
+    """Wait for a generation to end and answer as the call that started it would have (the image, its link
+    and thumbnail), or PENDING again if it is still running. Works for any generation you may see, from any
+    session: use it after an image tool answered PENDING or after your client gave up on a call."""
+    state, viewer = state_of(ctx), current_caller()
+    try:
+        gen = await state.service.get(id, viewer)
+    except NotFoundError as exc:
+        raise ToolError(str(exc)) from None
+    bound = state.settings.answer_within_s
+    wait_s = bound if timeout_s is None else min(timeout_s, bound)
+    running = state.background.running(id) if state.background is not None else None
+    outcome: Outcome | None = None
+    if gen.status == PENDING and running is not None:
+        outcome = await _follow(ctx, state, running, wait_s, cancel_with_client=False)
+    elif gen.status == PENDING:
+        await _await_row(ctx, state, gen, wait_s)
+    if outcome is None:
+        gen = await state.service.get(id, viewer)
+        if gen.status == PENDING:
+            _log(gen)
+            return _pending(state, gen, state.background.running(id) if state.background else None)
+        outcome = outcome_of(gen)
+    return await _answer(state, outcome, label_for(outcome.generation))
+
+
+async def _await_row(ctx: Context, state: AppState, gen: Generation, wait_s: float) -> None:
+    """Wait for a row another instance (or a resumed job here) is finishing, with a heartbeat."""
+    if not _wants_progress(ctx):
+        await state.service.store.wait_finished(gen.id, wait_s)
+        return
+    progress = _Progress(ctx, state.settings.progress_interval_s, gen.id)
+    async with anyio.create_task_group() as tg:
+        await progress.report(f"Generation {gen.id}: waiting for it to end")
+        tg.start_soon(progress.heartbeat, None, anyio.current_time() - _age_s(gen))
+        await state.service.store.wait_finished(gen.id, wait_s)
+        tg.cancel_scope.cancel()
+
+
+async def pix_cancel(
+    ctx: Context,
+    id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation's id.")],
+) -> Annotated[CallToolResult, CancelResult]:
+    """Stop a generation still running (one you may see): its call to Pixazo is abandoned, a queue job is no
+    longer polled, and it is recorded CANCELLED. Says whether Pixazo may still charge for it."""
+    state, viewer = state_of(ctx), current_caller()
+    try:
+        gen = await state.service.get(id, viewer)
+    except NotFoundError as exc:
+        raise ToolError(str(exc)) from None
+    if gen.status != PENDING:
+        raise ToolError(f"Generation {id} already ended ({gen.status}): there is nothing to cancel.")
+    if state.background is not None:
+        await state.background.cancel(id)
+    # Not running here (another instance, which notices within a second), or a resumed job whose task
+    # leaves the row as it was: the row is ended here if it is still PENDING.
+    await state.service.store.end_pending(id, CANCELLED, "cancelled with pix_cancel")
+    done = await state.service.store.get(id)
+    assert done is not None  # noqa: S101 - rows are never deleted
+    _log(done)
+    price = done.cost_usd or 0.0  # 0 when nothing can be charged (never sent, or a free model)
+    charged = price > 0
+    cost = f" (${price:.4g})" if charged else ""
+    if done.status != CANCELLED:
+        text = f"Generation {id} ended {done.status} before it could be cancelled; pix_wait shows it."
+    elif done.request_id is not None:
+        text = (f"Generation {id} is cancelled: its Pixazo queue job {done.request_id} is no longer followed. "
+                "Pixazo has no way to cancel a job, so it may still run" + (f" and be charged{cost}." if charged
+                                                                            else "; this model is free."))
+    elif done.attempts == 0:
+        text = f"Generation {id} is cancelled before anything reached Pixazo: nothing is charged."
+    else:
+        text = (f"Generation {id} is cancelled. Its request had reached Pixazo" + (
+            f", which may still charge for it{cost}." if charged else "; this model is free."))
+    result = CancelResult(id=id, status=done.status, may_be_charged=charged, cost_usd=done.cost_usd)
+    return CallToolResult(content=[TextContent(type="text", text=text)],
+                          structured_content=result.model_dump(mode="json"))

@@ -19,12 +19,12 @@ from app.core.requests import RequestProblem
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import GENERATE_MODELS, WIDEST
-from app.protocol.jobs import run_request
+from app.protocol.jobs import WAIT_FIELD, run_request
 from app.protocol.results import GenerationResult, state_of
 from app.storage.records import MAX_ID, MIN_ID
 
 NOTHING_DONE = "Nothing was recorded or sent to Pixazo."
-ARGUMENTS = ("id", *OVERRIDABLE, "model")
+ARGUMENTS = ("id", *OVERRIDABLE, "model", "wait")
 
 PIX_REGENERATE_DESCRIPTION = f"""Repeat a recorded generation, with some arguments changed.
 
@@ -94,6 +94,7 @@ def _fields(bounded: bool) -> dict[str, Any]:
         "seed": optional("seed", int, "A new seed: the same arguments with another seed give a variation."),
         "model": (Annotated[Literal[GENERATE_MODELS] | None, Field(description=(
             "Another text-to-image model (only when repeating a text-to-image generation)."))], None),
+        "wait": WAIT_FIELD,
     }
 
 
@@ -107,7 +108,7 @@ def pix_regenerate_arguments() -> tuple[type[ArgModelBase], dict[str, Any]]:
 async def pix_regenerate(ctx: Context, id: int, prompt: str | None = None, negative_prompt: str | None = None,
                          width: int | None = None, height: int | None = None, num_steps: int | None = None,
                          guidance_scale: float | None = None, seed: int | None = None,
-                         model: str | None = None) -> CallToolResult:
+                         model: str | None = None, wait: bool = True) -> CallToolResult:
     state, viewer = state_of(ctx), current_caller()
     try:
         source = await state.service.get(id, viewer)
@@ -127,7 +128,7 @@ async def pix_regenerate(ctx: Context, id: int, prompt: str | None = None, negat
         repeat = await repeat_request(state.settings, source, overrides, model=model, resolve=resolve)
     except (RepeatProblem, RequestProblem) as exc:
         raise ToolError(f"Cannot repeat generation {id}: {exc}. {NOTHING_DONE}") from None
-    result = await run_request(ctx, state, repeat.request, "Regenerated image")
+    result = await run_request(ctx, state, repeat.request, "Regenerated image", wait)
     if repeat.not_carried:
         result.content.append(TextContent(type="text", text=(
             f"Not carried over to {repeat.request.model} from generation {id}: "

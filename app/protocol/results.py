@@ -11,17 +11,19 @@ from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from pydantic import BaseModel, Field
 
 from app.core.lineage import CHILDREN_SHOWN, lineage
-from app.core.service import GenerationService, Outcome
+from app.core.service import DOWNLOAD_FAILED, SUCCESS, GenerationService, Outcome
 from app.core.state import AppState
 from app.storage.images import THUMB_MIME
-from app.storage.records import Generation
+from app.storage.records import PENDING, Generation
 
 
 class GenerationResult(BaseModel):
     """The structured result of pix_generate (and of every tool that makes an image)."""
 
     id: int = Field(description="The generation's id.")
-    status: str = Field(description="SUCCESS, or DOWNLOAD_FAILED when the image was made but not kept.")
+    status: str = Field(description=(
+        "SUCCESS; DOWNLOAD_FAILED when the image was made but not kept; PENDING when it is still being made "
+        "(collect it with pix_wait and this id)."))
     image_url: str | None = Field(description="Pixazo's URL of the image (its lifetime is unknown).")
     resource_uri: str | None = Field(description="MCP resource with the stored image, when it was kept.")
     prompt: str
@@ -38,6 +40,8 @@ class GenerationResult(BaseModel):
     cost_usd: float | None = Field(default=None, description=(
         "What this call cost in US dollars (0: free; null: the model's price is unknown). It counts "
         "against your daily budget, if you have one (pix_status)."))
+    activity: str | None = Field(default=None, description="While PENDING: what the call is doing now.")
+    elapsed_s: int | None = Field(default=None, description="While PENDING: seconds since the call was received.")
 
 
 class GenerationRecord(BaseModel):
@@ -167,3 +171,37 @@ async def generation_result(outcome: Outcome, state: AppState, label: str = "Gen
     return CallToolResult(content=content, structured_content=structured)
 
 
+
+
+# What each operation's result calls its image (pix_wait answers as the original call did).
+LABELS = {"generate": "Generated image", "upscale": "Upscaled image", "remove_background": "Image without background",
+          "inpaint": "Inpainted image", "outpaint": "Outpainted image"}
+
+
+def label_for(gen: Generation) -> str:
+    if gen.operation == "generate" and gen.parent_id is not None:
+        return "Regenerated image"
+    return LABELS.get(gen.operation, "Image")
+
+
+def outcome_of(gen: Generation) -> Outcome:
+    """A finished row as the Outcome its call had: the caller's message is the row's `error`."""
+    if gen.status == SUCCESS:
+        return Outcome(gen)
+    if gen.status == DOWNLOAD_FAILED:
+        return Outcome(gen, download_problem=gen.error or "the image could not be kept")
+    return Outcome(gen, gen.error or f"The call ended {gen.status}.")
+
+
+def pending_result(gen: Generation, activity: str, elapsed_s: int, wait_s: float) -> CallToolResult:
+    """The answer of a call that goes on without its client: not an error, the id and what to do next."""
+    structured = GenerationResult(
+        id=gen.id, status=PENDING, image_url=None, resource_uri=None, prompt=gen.prompt,
+        parameters=gen.parameters, created_at=gen.timestamp, model=gen.model, operation=gen.operation,
+        parent_id=gen.parent_id, cost_usd=gen.cost_usd, activity=activity, elapsed_s=elapsed_s,
+    ).model_dump(mode="json")
+    text = (f"Generation {gen.id} is still running ({activity}; {elapsed_s} s so far). It goes on without "
+            f"waiting for you and is recorded either way. Call pix_wait with id {gen.id} to get the image "
+            f"(each call waits up to {wait_s:g} s); do not call this tool again for it, which would make and "
+            f"pay for another image. pix_cancel with id {gen.id} stops it.")
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)

@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from app.storage.finishes import FinishListener
 from app.storage.oauth_postgres import PostgresOAuthRecords
 from app.storage.oauth_records import OAUTH_SCHEMA, OAuthRecords
 from app.storage.records import (
@@ -138,6 +139,20 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     """,
+    # 11: a caller's unfinished generations, counted at every admission (see the SQLite list); and a
+    # notification on the channel pixazo_finished (payload: the id) whenever a row leaves PENDING, so
+    # that pix_wait on any replica hears of it at once.
+    """
+    CREATE INDEX generations_pending_caller ON generations (caller) WHERE status = 'PENDING';
+    CREATE FUNCTION pixazo_notify_finished() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('pixazo_finished', NEW.id::text);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER generations_finished AFTER UPDATE OF status ON generations
+        FOR EACH ROW WHEN (OLD.status = 'PENDING' AND NEW.status <> 'PENDING')
+        EXECUTE FUNCTION pixazo_notify_finished();
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any fixed number: the advisory lock under which replicas that start together migrate once.
@@ -201,8 +216,10 @@ class PostgresStore:
 
     engine = "postgresql"
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]], owner: Instance, columns: str) -> None:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[DictRow]], owner: Instance, columns: str,
+                 url: str) -> None:
         self._pool = pool
+        self._finishes = FinishListener(url)
         self.owner = owner
         # Every column but the search vector: what a row read back carries, whatever later migrations add.
         self._columns = columns
@@ -226,9 +243,10 @@ class PostgresStore:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, owner or Instance(), columns)
+        return cls(pool, owner or Instance(), columns, url)
 
     async def close(self) -> None:
+        await self._finishes.close()
         await self._pool.close()
 
     async def _all(self, query: str, args: Params = ()) -> list[DictRow]:
@@ -340,7 +358,7 @@ class PostgresStore:
     async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
                               per_minute: int | None, daily: int | None, minute_since: str,
                               day_since: str, meta: CallMeta | None = None,
-                              budget_usd: float | None = None) -> Admission:
+                              budget_usd: float | None = None, max_pending: int | None = None) -> Admission:
         """Count, sum the spend and insert in one transaction holding the caller's advisory lock: replicas
         admitting the same caller queue on it, so together they admit exactly the allowance and never
         pass the budget (see GenerationStore.insert_admitted for the rules)."""
@@ -352,6 +370,8 @@ class PostgresStore:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (caller or "",))
             cur = await conn.execute(
                 "WITH hit (x) AS (SELECT CASE"  # noqa: S608 - fixed SQL fragments; values go as parameters
+                " WHEN %(mp)s::int IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE status = %(pending)s"
+                "   AND caller IS NOT DISTINCT FROM %(caller)s) >= %(mp)s THEN 'pending'"
                 f" WHEN %(pm)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(minute)s) >= %(pm)s THEN 'per-minute'"
                 f" WHEN %(daily)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(day)s) >= %(daily)s THEN 'daily'"
                 f" WHEN %(budget)s::float8 IS NOT NULL AND (SELECT COALESCE(SUM(COALESCE(cost_usd, 0)), 0) {mine}"
@@ -365,7 +385,8 @@ class PostgresStore:
                 " CASE WHEN x IS NULL THEN %(cost)s::float8 ELSE 0 END,"
                 " CASE WHEN x IS NULL THEN NULL ELSE 0 END, CASE WHEN x IS NULL THEN NULL ELSE 0 END,"
                 " CASE WHEN x IS NULL THEN NULL ELSE %(ts)s END FROM hit RETURNING " + self._columns.replace("g.", ""),
-                {"pm": per_minute, "daily": daily, "caller": caller, "minute": minute_since, "day": day_since,
+                {"mp": max_pending, "pm": per_minute, "daily": daily, "caller": caller, "minute": minute_since,
+                 "day": day_since,
                  "refused": list(REFUSED), "budget": budget_usd, "price": meta.cost_usd or 0.0,
                  "eps": BUDGET_EPSILON, "rl": RATE_LIMITED, "over": BUDGET_EXCEEDED, "ts": created,
                  "prompt": prompt, "owner": self.owner.id, "pending": PENDING, "model": meta.model,
@@ -409,6 +430,22 @@ class PostgresStore:
         if row is None:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
         return Generation.from_row(row)
+
+    async def end_pending(self, gen_id: int, status: str, error: str) -> bool:
+        return await self._run("UPDATE generations SET status = %s, error = %s, finished_at = %s"
+                               " WHERE id = %s AND status = %s", (status, error, utc_now(), gen_id, PENDING)) == 1
+
+    async def with_status(self, ids: list[int], status: str) -> list[int]:
+        found = await self._all("SELECT id FROM generations WHERE status = %s AND id = ANY(%s)", (status, ids))
+        return [int(row["id"]) for row in found]
+
+    async def wait_finished(self, gen_id: int, timeout_s: float) -> None:
+        """Woken by the trigger's notification (migration 11) as soon as any replica finishes the row."""
+        async def still_pending() -> bool:
+            gen = await self.get(gen_id)
+            return gen is not None and gen.status == PENDING
+
+        await self._finishes.wait(gen_id, still_pending, timeout_s)
 
     async def set_request_id(self, gen_id: int, request_id: str) -> None:
         await self._run("UPDATE generations SET request_id = %s WHERE id = %s AND status = %s",

@@ -18,7 +18,8 @@ from urllib.parse import quote
 import aiosqlite
 
 from app.net import is_http_url
-from app.storage.oauth_records import OAUTH_SCHEMA, OAuthRecords
+from app.storage.finishes import poll_until_finished
+from app.storage.oauth_records import OAuthRecords
 from app.storage.rows import (
     BUDGET_EPSILON,
     BUDGET_EXCEEDED,
@@ -30,123 +31,7 @@ from app.storage.rows import (
     Usage,
     refused_by,
 )
-
-# Each entry migrates the schema from version i to i + 1 (`PRAGMA user_version`).
-MIGRATIONS: list[str] = [
-    # 1: the seed tool's table, plus what a service needs to explain a failure.
-    """
-    CREATE TABLE IF NOT EXISTS generations (
-        id INTEGER PRIMARY KEY,
-        timestamp TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        parameters_json TEXT NOT NULL,
-        image_url TEXT,
-        status TEXT NOT NULL,
-        error TEXT,
-        http_status INTEGER,
-        duration_ms INTEGER,
-        finished_at TEXT
-    );
-    CREATE INDEX IF NOT EXISTS generations_status_id ON generations (status, id);
-    """,
-    # 2: the local copy of each image, and full-text search over prompts.
-    """
-    ALTER TABLE generations ADD COLUMN image_path TEXT;
-    ALTER TABLE generations ADD COLUMN image_bytes INTEGER;
-    ALTER TABLE generations ADD COLUMN image_sha256 TEXT;
-    ALTER TABLE generations ADD COLUMN image_mime TEXT;
-    CREATE VIRTUAL TABLE generations_fts USING fts5(prompt, content='generations', content_rowid='id');
-    CREATE TRIGGER generations_fts_ai AFTER INSERT ON generations BEGIN
-        INSERT INTO generations_fts (rowid, prompt) VALUES (new.id, new.prompt);
-    END;
-    CREATE TRIGGER generations_fts_ad AFTER DELETE ON generations BEGIN
-        INSERT INTO generations_fts (generations_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
-    END;
-    CREATE TRIGGER generations_fts_au AFTER UPDATE OF prompt ON generations BEGIN
-        INSERT INTO generations_fts (generations_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
-        INSERT INTO generations_fts (rowid, prompt) VALUES (new.id, new.prompt);
-    END;
-    INSERT INTO generations_fts (generations_fts) VALUES ('rebuild');
-    """,
-    # 3: how many attempts a call took (retries), and how long it queued for a slot.
-    """
-    ALTER TABLE generations ADD COLUMN attempts INTEGER;
-    ALTER TABLE generations ADD COLUMN queue_ms INTEGER;
-    """,
-    # 4: who asked (the caller's token name; NULL when anonymous).
-    """
-    ALTER TABLE generations ADD COLUMN caller TEXT;
-    CREATE INDEX generations_caller_id ON generations (caller, id);
-    """,
-    # 5: Pixazo's own words about a failure, for operators only; `error` becomes the server's message
-    # (what every caller may read). Older rows kept the upstream text in `error`: move it.
-    """
-    ALTER TABLE generations ADD COLUMN upstream_error TEXT;
-    UPDATE generations SET upstream_error = error, error = 'Pixazo answered HTTP ' || http_status || '.'
-        WHERE http_status IS NOT NULL AND error IS NOT NULL;
-    """,
-    # 6: the OAuth authorization server's clients, pending sign-ins, codes and tokens (hashed).
-    OAUTH_SCHEMA,
-    # 7: which instance owns a call in flight, and the instances' leases (several processes may share
-    # the database: a row becomes INTERRUPTED only once its owner's lease lapsed). Limits count a
-    # caller's recent rows: an index that leads with the caller and the time.
-    """
-    ALTER TABLE generations ADD COLUMN owner TEXT;
-    CREATE INDEX generations_caller_timestamp ON generations (caller, timestamp);
-    CREATE TABLE instances (
-        id TEXT PRIMARY KEY,
-        host TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        started_at TEXT NOT NULL,
-        expires_at REAL NOT NULL
-    );
-    """,
-    # 8: gallery sessions, so that logout ends one everywhere (and replicas can share them). Only a
-    # hash of the session id is kept: a copy of the database opens no session.
-    """
-    CREATE TABLE sessions (
-        id_hash TEXT PRIMARY KEY,
-        caller TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL
-    );
-    CREATE INDEX sessions_expires_at ON sessions (expires_at);
-    """,
-    # 9: which model and operation made a row (every older row was SDXL text-to-image: constant
-    # defaults, so adding them rewrites nothing), the generation it was made from, what it cost
-    # (NULL: not recorded), and Pixazo's queue job id while a submitted job runs, so that another
-    # instance can resume polling it after a restart.
-    """
-    ALTER TABLE generations ADD COLUMN model TEXT NOT NULL DEFAULT 'sdxl';
-    ALTER TABLE generations ADD COLUMN operation TEXT NOT NULL DEFAULT 'generate';
-    ALTER TABLE generations ADD COLUMN parent_id INTEGER;
-    ALTER TABLE generations ADD COLUMN cost_usd REAL;
-    ALTER TABLE generations ADD COLUMN request_id TEXT;
-    CREATE INDEX generations_parent_id ON generations (parent_id, id) WHERE parent_id IS NOT NULL;
-    CREATE INDEX generations_pending_jobs ON generations (id)
-        WHERE status = 'PENDING' AND request_id IS NOT NULL;
-    """,
-    # 10: hostile callers, round two. A pending sign-in counts its wrong tokens and keeps the address
-    # that asked for it (pending requests are bounded per client and per address); a client remembers
-    # when someone first signed in through it (clients nobody signed in with expire); server_keys holds
-    # random keys shared by every replica (the signed-link key), never derived from typed text.
-    # Clients that already issued a code or a token count as signed in.
-    """
-    ALTER TABLE oauth_requests ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE oauth_requests ADD COLUMN address TEXT;
-    CREATE INDEX oauth_requests_address ON oauth_requests (address);
-    CREATE INDEX oauth_requests_client ON oauth_requests (client_id);
-    ALTER TABLE oauth_clients ADD COLUMN signed_in_at REAL;
-    UPDATE oauth_clients SET signed_in_at = COALESCE(last_seen_at, created_at)
-        WHERE client_id IN (SELECT client_id FROM oauth_codes UNION SELECT client_id FROM oauth_tokens);
-    CREATE TABLE server_keys (
-        name TEXT PRIMARY KEY,
-        value TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
+from app.storage.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 PENDING = "PENDING"
 # The MCP resource of a generation's stored image; the server's template and reads use the same.
@@ -488,16 +373,18 @@ class GenerationStore:
     async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
                               per_minute: int | None, daily: int | None, minute_since: str,
                               day_since: str, meta: CallMeta | None = None,
-                              budget_usd: float | None = None) -> Admission:
+                              budget_usd: float | None = None, max_pending: int | None = None) -> Admission:
         """Count the caller's calls (and sum its spend) and insert this one in one statement: SQLite's
         single writer makes it atomic across every connection and process, so the allowance and the
-        budget are exact. Limits are checked first (per-minute, daily), then the budget: this call's
-        price (`meta.cost_usd`, None as 0) must fit in what the caller has left today. A refused call's
-        row is written finished (RATE_LIMITED or BUDGET_EXCEEDED), nothing charged."""
+        budget are exact. Limits are checked first (unfinished calls, per-minute, daily), then the
+        budget: this call's price (`meta.cost_usd`, None as 0) must fit in what the caller has left
+        today. A refused call's row is written finished (RATE_LIMITED or BUDGET_EXCEEDED), nothing charged."""
         meta = meta or CallMeta()
         created = utc_now()
         found = list(await self._conn.execute_fetchall(
             "WITH hit (x) AS (SELECT CASE"
+            " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE status = ? AND caller IS ?) >= ?"
+            "   THEN 'pending'"
             " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
             "   AND status NOT IN (?, ?)) >= ? THEN 'per-minute'"
             " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
@@ -511,7 +398,8 @@ class GenerationStore:
             " CASE WHEN x = 'budget' THEN x ELSE x || ' limit' END, CASE WHEN x IS NULL THEN ? ELSE 0 END,"
             " CASE WHEN x IS NULL THEN NULL ELSE 0 END, CASE WHEN x IS NULL THEN NULL ELSE 0 END,"
             " CASE WHEN x IS NULL THEN NULL ELSE ? END FROM hit RETURNING *",
-            (per_minute, caller, minute_since, RATE_LIMITED, BUDGET_EXCEEDED, per_minute,
+            (max_pending, PENDING, caller, max_pending,
+             per_minute, caller, minute_since, RATE_LIMITED, BUDGET_EXCEEDED, per_minute,
              daily, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, daily,
              budget_usd, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, meta.cost_usd or 0.0, budget_usd,
              BUDGET_EPSILON,
@@ -562,6 +450,28 @@ class GenerationStore:
         if not rows:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
         return Generation.from_row(dict(rows[0]))
+
+    async def end_pending(self, gen_id: int, status: str, error: str) -> bool:
+        """End a row only if it is still PENDING (a cancellation made for another instance); whether it was."""
+        cur = await self._conn.execute("UPDATE generations SET status = ?, error = ?, finished_at = ?"
+                                       " WHERE id = ? AND status = ?", (status, error, utc_now(), gen_id, PENDING))
+        return cur.rowcount == 1
+
+    async def with_status(self, ids: list[int], status: str) -> list[int]:
+        """Those of `ids` whose rows have this status."""
+        marks = ", ".join("?" * len(ids))
+        async with self._reading() as conn:
+            found = await conn.execute_fetchall(
+                f"SELECT id FROM generations WHERE status = ? AND id IN ({marks})", (status, *ids))  # noqa: S608
+        return [int(row[0]) for row in found]
+
+    async def wait_finished(self, gen_id: int, timeout_s: float) -> None:
+        """Return once the row has left PENDING (or is gone), or after `timeout_s` (app.storage.finishes)."""
+        async def still_pending() -> bool:
+            gen = await self.get(gen_id)
+            return gen is not None and gen.status == PENDING
+
+        await poll_until_finished(still_pending, timeout_s)
 
     async def set_request_id(self, gen_id: int, request_id: str) -> None:
         """Record Pixazo's queue job id on a call in flight: from now on a restart resumes it."""

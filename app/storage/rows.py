@@ -92,7 +92,7 @@ BUDGET_EPSILON = 1e-9
 
 
 def refused_by(row: Mapping[str, Any]) -> str | None:
-    """What refused an admission's row: "per-minute", "daily", "budget", or None when it was admitted."""
+    """What refused an admission's row: "pending", "per-minute", "daily", "budget", or None when admitted."""
     if row["status"] == RATE_LIMITED:
         return str(row["error"]).removesuffix(" limit")
     if row["status"] == BUDGET_EXCEEDED:

@@ -84,9 +84,12 @@ class GracefulServer(uvicorn.Server):
 
     async def drain(self) -> None:
         state = self.runtime.state
+        deadline = time.monotonic() + self.grace_s
         if state is not None:
             state.service.draining = True
-        deadline = time.monotonic() + self.grace_s
+            # Calls in the background have no connection that would hold uvicorn back: the lifespan's
+            # end waits for them until the same deadline (app.core.background).
+            state.service.drain_deadline = deadline
         logger.info("shutting down: waiting up to %.0f s for calls in flight", self.grace_s)
         while time.monotonic() < deadline:
             calls = state.service.in_flight if state is not None else 0
