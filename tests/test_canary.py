@@ -40,6 +40,8 @@ async def test_no_secret_leaks_anywhere_under_every_fault(tmp_path: Path) -> Non
             "PIXAZO_TIMEOUT_S": "1", "PIXAZO_RETRY_BASE_S": "0.01", "PIXAZO_MAX_RETRIES": "1",
             "PIXAZO_RATE_LIMIT_PER_MINUTE": "40", "PIXAZO_MAX_IMAGE_BYTES": "5000000", "PIXAZO_LOG_PROMPT_CHARS": "20",
             "PIXAZO_BREAKER_THRESHOLD": "100",
+            # The wrong token below is tried on five routes (/healthz counts too): not enough to be blocked.
+            "PIXAZO_AUTH_FAILURE_LIMIT": "20",
         }
         stdout, stderr = open(tmp_path / "stdout.log", "wb"), open(tmp_path / "stderr.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,

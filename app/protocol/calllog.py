@@ -53,7 +53,9 @@ class ToolCallLog:
                 status = "ERROR" if result.get("isError") else "OK"
             return result
         except anyio.get_cancelled_exc_class():
-            status = info.status or "CANCELLED"
+            # The call itself was cancelled: a generation it had started is cancelled with it (before
+            # its answer), whatever the line said so far (PENDING).
+            status = "CANCELLED" if info.status in (None, "PENDING") else info.status
             raise
         finally:
             CALL_INFO.reset(token)
