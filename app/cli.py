@@ -55,11 +55,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulator(args: argparse.Namespace) -> int:
-    from app.pixazo.simulator import serve_forever
+async def _serve_simulator(host: str, port: int, latency: float, api_key: str | None) -> None:
+    from app.pixazo.gateway import SDXL_PATH
+    from app.pixazo.simulator import Simulator
 
+    sim = await Simulator(latency=latency, api_key=api_key, host=host, port=port).start()
+    print(f"Pixazo simulator on {sim.url}{SDXL_PATH}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
+
+
+def _simulator(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(args.host, args.port, args.latency, args.api_key))
+        asyncio.run(_serve_simulator(args.host, args.port, args.latency, args.api_key))
     return 0
 
 

@@ -20,7 +20,7 @@ there, so correcting a fact in the gateway corrects the simulator too):
 
 It can be told to misbehave, in-process (`push(Fault | JobFault)`, `finish`) or over its control
 routes (`POST /_sim/faults`, `GET /_sim/stats`, `GET /_sim/jobs`, `POST /_sim/jobs/{id}`,
-`POST /_sim/reset`, `POST /_sim/release`: end the drawing time of the sync requests in progress).
+`POST /_sim/reset`); `release()` ends the drawing time of the sync requests in progress.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from app.pixazo.gateway import (
     KEY_HEADER,
     PROCESSING,
     QUEUED,
-    SDXL_PATH,
     STATUS_PATH,
     TERMINAL_STATES,
     UNKNOWN_FIELD_STATUS,
@@ -287,7 +286,6 @@ class Simulator:
         self.app.router.add_get("/_sim/slow.png", self._slow_image)
         self.app.router.add_post("/_sim/faults", self._set_faults)
         self.app.router.add_post("/_sim/reset", self._reset)
-        self.app.router.add_post("/_sim/release", self._release_route)
         self.app.router.add_get("/_sim/stats", self._stats)
         self.app.router.add_get("/_sim/jobs", self._jobs)
         self.app.router.add_post("/_sim/jobs/{request_id}", self._finish)
@@ -643,26 +641,19 @@ class Simulator:
         return web.Response(body=(data + text_chunk("cut") + IEND)[:-drop], content_type="image/png")
 
     async def _draw_time(self, delay: float) -> None:
-        """A sync model's drawing time: `delay` seconds, or until release()."""
-        released = self._release
+        """A sync model's drawing time: `delay` seconds, unless release() ends it first."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(released.wait(), delay)
+            await asyncio.wait_for(self._release.wait(), delay)
 
     def release(self) -> None:
-        """End the drawing time of every sync request in progress now (their images are answered at
-        once); later requests take the full latency again. For tests of long calls that need not wait."""
+        """For tests of long calls: the sync requests drawing now answer at once (later ones wait again)."""
         self._release.set()
         self._release = asyncio.Event()
-
-    async def _release_route(self, request: web.Request) -> web.Response:
-        """Control route: release() for a simulator in another process."""
-        self.release()
-        return web.json_response({"released": True})
 
     async def _set_faults(self, request: web.Request) -> web.Response:
         """Control route: `{"faults": [Fault...], "job_faults": [JobFault...], "latency": s,
         "error_rates": {kind: rate}, "queue": {"polls_before_done": n, "seconds": s},
-        "queued_models": [model...]}`, each optional."""
+        "queued_models": [model...], "release": true}`, each optional."""
         payload = await request.json()
         try:
             self.push(*(Fault.from_json(item) for item in payload.get("faults", [])))
@@ -671,6 +662,8 @@ class Simulator:
             return web.json_response({"error": str(exc)}, status=400)
         if "latency" in payload:
             self.latency = float(payload["latency"])
+        if payload.get("release"):
+            self.release()
         if "error_rates" in payload:
             self.error_rates = {str(k): float(v) for k, v in payload["error_rates"].items()}
         if "queued_models" in payload:
@@ -720,11 +713,3 @@ def _side(value: Any) -> int:
         side = 1024
     return min(MAX_SIDE, max(MIN_SIDE, side))
 
-
-async def serve_forever(host: str, port: int, latency: float, api_key: str | None) -> None:
-    sim = await Simulator(latency=latency, api_key=api_key, host=host, port=port).start()
-    print(f"Pixazo simulator on {sim.url}{SDXL_PATH}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()
