@@ -139,9 +139,10 @@ async def test_progress_reaches_a_remote_client(tmp_path: Path) -> None:
             result = await client.call_tool("pix_generate", {"prompt": "slow"}, progress_callback=on_progress)
     assert not result.is_error
     messages = [m for _, _, m in seen]
-    assert messages[0] == "Generating with Pixazo"
-    assert any(m and m.startswith("Still waiting for Pixazo") for m in messages)
-    assert messages[-1] == "Finished: SUCCESS"
+    gen = f"Generation {result.structured_content['id']}: "  # every message names its generation
+    assert messages[0] == gen + "generating with Pixazo"
+    assert any(m and m.startswith(gen + "sent to Pixazo, waiting for the image (") for m in messages)
+    assert messages[-1] == gen + "finished SUCCESS"
     values = [p for p, _, _ in seen]
     assert values == sorted(values)
     assert len(set(values)) == len(values)
