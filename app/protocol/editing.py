@@ -79,14 +79,14 @@ def _arguments(settings: Settings, operation: str, fields: dict[str, Any]) -> ty
     return model
 
 
-async def _resolve(ctx: Context, name: str, value: Any) -> InputImage:
+async def resolve_input(ctx: Context, name: str, value: Any) -> InputImage:
     try:
         return await state_of(ctx).inputs.resolve(name, value, current_caller())
     except InputProblem as exc:
         raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
 
 
-async def _run(ctx: Context, operation: str, values: dict[str, Any], extra: dict[str, Any],
+async def run_edit(ctx: Context, operation: str, values: dict[str, Any], extra: dict[str, Any],
                images: dict[str, InputImage], label: str, wait: bool, prompt: str | None = None) -> CallToolResult:
     """Build the checked request (inputs sent as their URLs, recorded as given) and run it."""
     state = state_of(ctx)
@@ -107,14 +107,14 @@ async def _run(ctx: Context, operation: str, values: dict[str, Any], extra: dict
 
 async def pix_upscale(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
                       scale: int = 2, wait: bool = True) -> CallToolResult:
-    found = await _resolve(ctx, "image", image)
-    return await _run(ctx, "upscale", {"scale": scale}, extra_arguments, {"image": found}, "Upscaled image", wait)
+    found = await resolve_input(ctx, "image", image)
+    return await run_edit(ctx, "upscale", {"scale": scale}, extra_arguments, {"image": found}, "Upscaled image", wait)
 
 
 async def pix_remove_background(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
                                 wait: bool = True) -> CallToolResult:
-    found = await _resolve(ctx, "image", image)
-    return await _run(ctx, "remove_background", {}, extra_arguments, {"image": found}, "Image without background",
+    found = await resolve_input(ctx, "image", image)
+    return await run_edit(ctx, "remove_background", {}, extra_arguments, {"image": found}, "Image without background",
                       wait)
 
 
@@ -123,16 +123,16 @@ async def pix_inpaint(ctx: Context, extra_arguments: dict[str, Any], image: int 
                       height: int | None = None, num_steps: int | None = None,
                       guidance_scale: float | None = None, seed: int | None = None,
                       wait: bool = True) -> CallToolResult:
-    images = {"image": await _resolve(ctx, "image", image), "mask": await _resolve(ctx, "mask", mask)}
+    images = {"image": await resolve_input(ctx, "image", image), "mask": await resolve_input(ctx, "mask", mask)}
     values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
               "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
-    return await _run(ctx, "inpaint", values, extra_arguments, images, "Inpainted image", wait, prompt=prompt)
+    return await run_edit(ctx, "inpaint", values, extra_arguments, images, "Inpainted image", wait, prompt=prompt)
 
 
 async def pix_outpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
                        zoom_out_percentage: int = 20, wait: bool = True) -> CallToolResult:
-    found = await _resolve(ctx, "image", image)
-    return await _run(ctx, "outpaint", {"zoom_out_percentage": zoom_out_percentage}, extra_arguments,
+    found = await resolve_input(ctx, "image", image)
+    return await run_edit(ctx, "outpaint", {"zoom_out_percentage": zoom_out_percentage}, extra_arguments,
                       {"image": found}, "Outpainted image", wait)
 
 

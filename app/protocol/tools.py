@@ -6,6 +6,7 @@ from __future__ import annotations
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.types import ToolAnnotations
 
+from app.protocol.app import app_tools, stamp
 from app.protocol.editing import editing_tools
 from app.protocol.generate import pix_generate_tool
 from app.protocol.history import READ_ONLY, get_generation, list_generations, pix_status
@@ -15,7 +16,7 @@ from app.settings import Settings
 
 
 def all_tools(settings: Settings) -> list[Tool]:
-    return [
+    return stamp([
         pix_generate_tool(settings),
         *editing_tools(settings),
         pix_regenerate_tool(),
@@ -30,4 +31,5 @@ def all_tools(settings: Settings) -> list[Tool]:
             open_world_hint=False)),
         Tool.from_function(pix_status, title="Server and quota status",
                            annotations=READ_ONLY.model_copy(update={"title": "Server and quota status"})),
-    ]
+        *app_tools(),
+    ])

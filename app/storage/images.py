@@ -109,6 +109,27 @@ def make_thumbnail(source: Path | bytes) -> bytes:
         side //= 2
 
 
+DISPLAY_MAX_SIDE = 1024  # the in-chat app's rendition: large enough to look at, small enough to send
+
+
+def make_display(source: Path | bytes) -> tuple[bytes, str]:
+    """A rendition at most DISPLAY_MAX_SIDE px on its long side: PNG where the image has transparency
+    (a removed background stays see-through), JPEG otherwise. (bytes, MIME type)."""
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        img.draft("RGB", (DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
+        img.load()
+        alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+        work: Image.Image = img.convert("RGBA" if alpha else "RGB")
+    if max(work.size) > DISPLAY_MAX_SIDE:
+        work.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
+    out = io.BytesIO()
+    if alpha:
+        work.save(out, format="PNG", optimize=False, compress_level=6)
+        return out.getvalue(), "image/png"
+    work.save(out, format="JPEG", quality=85)
+    return out.getvalue(), "image/jpeg"
+
+
 def thumbnail_key(name: str) -> str:
     return check_key(name.rsplit(".", 1)[0] + ".thumb.jpg")
 
@@ -298,6 +319,23 @@ class ImageStore:
         with contextlib.suppress(BlobStoreError):
             await self.blobs.put(key, _one(data), durable=False)
         return data
+
+
+    @property
+    def pool(self) -> Executor:
+        """The threads that decode images (never the event loop)."""
+        return self._pool
+
+    async def display(self, name: str) -> tuple[bytes, str]:
+        """The in-chat app's rendition of a stored image (make_display), made in the image pool."""
+        data = await self.read(name)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, make_display, data)
+
+    async def keep_bytes(self, data: bytes, gen_id: int, ext: str, mime: str) -> StoredImage:
+        """Store an image the server was given (not downloaded): a mask painted in the app."""
+        name = f"{gen_id}-{secrets.token_hex(8)}{ext}"
+        await self.blobs.put(name, _one(data))
+        return StoredImage(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(), mime=mime)
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
