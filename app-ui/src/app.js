@@ -97,7 +97,7 @@ async function showDetail(id) {
   const figure = el("figure", { class: "stage" });
   const params = gen.parameters || {};
   const size = params.width && params.height ? `${params.width} × ${params.height}` : null;
-  main.append(
+  main.append(...[
     figure,
     el("section", { class: "facts", "aria-label": "About this image" },
       el("p", { class: "prompt", id: "prompt-text" }, gen.prompt || "(no prompt)"),
@@ -106,7 +106,7 @@ async function showDetail(id) {
         fact("Operation", (gen.operation || "").replace("_", " ")), fact("Size", size), fact("Seed", params.seed),
         fact("Cost", cost(gen.cost_usd)))),
     chain(gen),
-  );
+  ].filter(Boolean));
   if (gen.status === "PENDING") {
     figure.append(el("p", { class: "pending", id: "pending" }, "Still being made…"));
     return follow(gen.id);
