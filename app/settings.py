@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     signed_link_ttl_s: int = Field(default=600, ge=10, le=3600, description=(
         "Seconds a signed link to an input image (handed to Pixazo) works."))
     max_downloads: int = Field(default=16, ge=1, description="Image downloads in progress at once.")
+    upload_link_ttl_s: int = Field(default=900, ge=1, le=86400, description=(
+        "Seconds a one-time upload link (pix_upload_link) works."))
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description=(
+        "Largest image a caller may bring in (an upload, a data: URI, a ChatGPT file), in bytes."))
+    max_open_upload_links_per_caller: int = Field(default=20, ge=1, description=(
+        "Upload links one caller may hold unused at once."))
     image_workers: int = Field(default=os.cpu_count() or 2, ge=1,
                                description="Threads that decode images for thumbnails.")
     inline_image: Literal["thumbnail", "none", "full"] = Field(

@@ -9,6 +9,7 @@ the page."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sqlite3
@@ -176,6 +177,12 @@ async def test_the_app_renders_a_result_and_every_action_makes_its_row(tmp_path:
         messages = await page.evaluate("window.messages")
         contexts = await page.evaluate("window.contexts")
 
+        # The person's own image, through the app's file input (the bytes go through the host).
+        own = tmp_path / "own.png"
+        own.write_bytes(base64.b64decode(first.content[-1].data))  # type: ignore[union-attr]  # a real JPEG thumbnail
+        await app.locator("#upload-file").set_input_files(str(own))
+        uploaded = await until_shown(app, inpainted)
+
         # Dark theme at phone width, for the README.
         await page.set_viewport_size({"width": 390, "height": 844})
         await page.evaluate("window.setTheme('dark')")
@@ -211,6 +218,7 @@ async def test_the_app_renders_a_result_and_every_action_makes_its_row(tmp_path:
     assert (made[inpainted]["operation"], made[inpainted]["parent_id"]) == ("inpaint", first_id)
     mask_id = json.loads(made[inpainted]["parameters_json"])["mask"]
     assert (made[mask_id]["operation"], made[mask_id]["parent_id"]) == ("mask", first_id)
+    assert (made[uploaded]["operation"], made[uploaded]["parent_id"]) == ("upload", None)
     assert {r["caller"] for r in made.values()} == {"alice"}
     assert {r["status"] for r in made.values()} == {"SUCCESS"}
     assert downloads[0]["contents"][0]["uri"] == f"pixazo://generations/{inpainted}/image"

@@ -276,6 +276,27 @@ async function show(result) {
   }
 }
 
+// The person's own image: read here, sent through the host to the server (no other origin involved).
+$("upload-file").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  status(`Uploading ${file.name}…`, "pending");
+  try {
+    const data = await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).split(",")[1]);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+    const result = await call("pix_app_upload", { data, name: file.name });
+    await showDetail(result.structuredContent.id);
+    status(`Uploaded as generation ${result.structuredContent.id}.`, "ok");
+  } catch (error) {
+    status(String(error.message || error), "error");
+  }
+  event.target.value = "";
+});
+
 app.ontoolresult = (result) => { show(result); };
 app.onhostcontextchanged = (context) => applyTheme(context);
 app.connect().then(() => applyTheme(app.getHostContext()));

@@ -31,13 +31,15 @@ from urllib.parse import urlsplit
 
 from app.core.links import LinkSigner
 from app.core.service import GenerationService
+from app.core.uploads import UploadError, Uploads, is_file_param
 from app.errors import NotFoundError
 from app.net import is_http_url, is_loopback, is_public_address
 from app.settings import Settings
 from app.storage.records import IMAGE_URI, MAX_ID, MIN_ID, Generation
 
 URI_PATTERN = re.compile(r"pixazo://generations/(\d{1,19})/image")
-FORMS = "a generation id, a pixazo://generations/{id}/image URI, or an https URL"
+FORMS = ("a generation id (an upload's too), a pixazo://generations/{id}/image URI, an https URL, or a "
+         "data: URI (PNG, JPEG or WebP, base64)")
 # Names that only mean something inside a network (RFC 6761, 6762, 8375, and the clouds' metadata names).
 INTERNAL_SUFFIXES = ("localhost", "internal", "local", "localdomain", "home.arpa")
 RESOLVE_TIMEOUT_S = 2.0  # a lookup that takes longer proves nothing either way: Pixazo resolves the name
@@ -117,10 +119,24 @@ async def _addresses(host: str) -> list[str]:
 class InputResolver:
     """Turns callers' input values into URLs for Pixazo, by the rules in the module docstring."""
 
-    def __init__(self, settings: Settings, service: GenerationService, links: LinkSigner) -> None:
+    def __init__(self, settings: Settings, service: GenerationService, links: LinkSigner,
+                 uploads: Uploads | None = None) -> None:
         self.settings = settings
         self.service = service
         self.links = links
+        self.uploads = uploads or Uploads(settings, service)
+
+    async def _brought(self, name: str, value: Any, viewer: str | None) -> int | None:
+        """An image the caller brings in the argument itself (a data: URI, ChatGPT's file object), kept
+        as an upload row whose id stands for it from here on; None for any other value."""
+        try:
+            if isinstance(value, str) and value.strip()[:5].lower() == "data:":
+                return (await self.uploads.from_data_uri(value.strip(), viewer)).id
+            if is_file_param(value):
+                return (await self.uploads.from_file_link(value["download_url"], viewer)).id
+        except UploadError as exc:
+            raise InputProblem(f"`{name}`: {exc.message[0].lower()}{exc.message[1:].rstrip('.')}") from None
+        return None
 
     async def _check_host(self, name: str, url: str) -> None:
         """InputProblem unless the URL's host is on the public internet (module docstring)."""
@@ -143,6 +159,9 @@ class InputResolver:
             raise InputProblem(NOT_PUBLIC.format(name=name, host=host, why=why))
 
     async def resolve(self, name: str, value: Any, viewer: str | None) -> InputImage:
+        brought = await self._brought(name, value, viewer)
+        if brought is not None:
+            value = brought  # recorded as the upload's id, never as the bytes or the file's link
         ref = parse(name, value)
         if isinstance(ref, str):
             await self._check_host(name, ref)

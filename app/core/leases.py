@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from app.storage.database import RecordStore
@@ -39,6 +40,8 @@ class LeaseKeeper:
         await self.store.renew_lease(self.lease_s)
         dead = [i for i, pid in await self.store.same_host_instances() if not pid_alive(pid)]
         reaped = await self.store.reap_lapsed(dead)
+        # Upload links that expired unused end their rows here too (any instance may: one statement).
+        await self.store.expire_upload_links(time.time())
         if reaped:
             logger.warning("marked %d generation(s) of a stopped instance as INTERRUPTED", reaped)
         if self.jobs is not None:

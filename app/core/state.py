@@ -21,6 +21,7 @@ from app.core.leases import LeaseKeeper
 from app.core.links import KEY_NAME, LinkSigner
 from app.core.metrics import Metrics
 from app.core.service import GenerationService
+from app.core.uploads import Uploads
 from app.pixazo.client import PixazoClient
 from app.settings import Settings
 from app.storage.blobs import BlobStore, LocalBlobStore
@@ -42,6 +43,7 @@ class AppState:
     inputs: InputResolver
     jobs: JobResumer | None = None
     background: Background | None = None
+    uploads: Uploads | None = None
 
 
 def http_session(settings: Settings) -> aiohttp.ClientSession:
@@ -114,8 +116,9 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             # Generations launched by calls; stopped first as the stack unwinds (after the drain).
             background = Background(service, jobs)
             stack.push_async_callback(background.stop)
-            yield AppState(settings, http, store, service, instance, InputResolver(settings, service, links), jobs,
-                           background)
+            uploads = Uploads(settings, service)
+            yield AppState(settings, http, store, service, instance, InputResolver(settings, service, links, uploads),
+                           jobs, background, uploads)
     finally:
         await leases.stop()
         if images is not None:

@@ -9,10 +9,8 @@ which exists for tests, like the image downloader's explicit loopback rule.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import socket
 import ssl
 import time
 from collections import defaultdict, deque
@@ -22,14 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
 from app.identity.names import name_problem
 from app.identity.redirects import redirect_uri_allowed
-from app.net import is_public_address
+from app.outbound import NotPublicError, PublicResolver, address_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -61,37 +57,6 @@ def is_metadata_url(client_id: str) -> bool:
     parts = urlsplit(client_id)
     return (parts.scheme == "https" and bool(parts.hostname) and parts.path not in ("", "/")
             and not parts.fragment and parts.username is None and parts.password is None)
-
-
-def _address_allowed(address: str, host: str, loopback_hosts: list[str]) -> bool:
-    """Whether a fetch for `host` may connect to `address`; ValueError when `address` is a name."""
-    if is_public_address(address):
-        return True
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return ip.is_loopback and host.lower().strip("[]") in loopback_hosts
-
-
-class NotPublicError(OSError):
-    """A name that resolves to no address a fetch may connect to (a definite answer, unlike a timeout)."""
-
-
-class PublicResolver(AbstractResolver):
-    """Resolves names and keeps only the addresses a metadata fetch may connect to."""
-
-    def __init__(self, loopback_hosts: list[str]) -> None:
-        self._inner = ThreadedResolver()
-        self._loopback_hosts = loopback_hosts
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET,
-                      ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        kept = [r for r in found if _address_allowed(r["host"], host, self._loopback_hosts)]
-        if not kept:
-            raise NotPublicError(f"{host} resolves to no public address")
-        return kept
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 class MetadataDocuments:
@@ -184,7 +149,7 @@ class MetadataDocuments:
         host = urlsplit(url).hostname or ""
         try:
             # An address literal skips the resolver: check it here.
-            if not _address_allowed(host, host, self._loopback_hosts):
+            if not address_allowed(host, host, self._loopback_hosts):
                 raise MetadataDocumentError(f"{host} is not a public address")
         except ValueError:
             pass  # a name: the resolver checks what it resolves to

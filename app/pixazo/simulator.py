@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import random
@@ -498,7 +499,12 @@ class Simulator:
             async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=self.fetch_timeout),
                                       max_redirects=3) as resp:
                 record["status"] = resp.status
-                data = await resp.content.read(FETCH_LIMIT + 1)
+                data = b""
+                async for chunk in resp.content.iter_chunked(1 << 16):  # all of it, to one byte past the limit
+                    data = (data + chunk)[:FETCH_LIMIT + 1]
+                    if len(data) > FETCH_LIMIT:
+                        break
+                record["sha256"] = hashlib.sha256(data).hexdigest()  # what Pixazo received, byte for byte
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             record["error"] = f"{type(exc).__name__}"
             return None, record["error"]

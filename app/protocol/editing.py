@@ -15,7 +15,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.types import CallToolResult, ToolAnnotations
-from pydantic import Field, StrictInt, StrictStr, create_model
+from pydantic import BaseModel, Field, StrictInt, StrictStr, create_model
 from pydantic_core import ErrorDetails
 
 from app.core.costs import Prices, PricesFileError, usd
@@ -50,8 +50,10 @@ class _EditArgsBase(CatalogueArgs):
         return f"{range_text(field, arg)} for {cls.endpoint.model}"
 
     def _model_problems(self) -> list[str]:
-        return problems_for(self.endpoint, {name: getattr(self, name) for name in type(self).model_fields
-                                            if name != "wait"})
+        values = {name: getattr(self, name) for name in type(self).model_fields if name != "wait"}
+        # A ChatGPT file stands for an image like a URL does (it is fetched when the tool runs).
+        return problems_for(self.endpoint, {name: value.download_url if isinstance(value, FileParam) else value
+                                            for name, value in values.items()})
 
 
 def _limited(endpoint: Endpoint, name: str, kind: type, description: str, default: Any) -> Any:
@@ -68,7 +70,16 @@ def _limited(endpoint: Endpoint, name: str, kind: type, description: str, defaul
     return (Annotated[optional, Field(description=description, **bounds)], ... if default is ... else default)
 
 
-IMAGE_FIELD: Any = (Annotated[StrictInt | StrictStr, Field(description=IMAGE_HELP)], ...)
+class FileParam(BaseModel):
+    """A file ChatGPT hands a tool for an argument it names in `_meta["openai/fileParams"]`."""
+
+    download_url: str = Field(max_length=4096)
+    file_id: str | None = Field(default=None, max_length=256)
+    mime_type: str | None = Field(default=None, max_length=128)
+    file_name: str | None = Field(default=None, max_length=512)
+
+
+IMAGE_FIELD: Any = (Annotated[StrictInt | StrictStr | FileParam, Field(description=IMAGE_HELP)], ...)
 
 
 def _arguments(settings: Settings, operation: str, fields: dict[str, Any]) -> type[_EditArgsBase]:
@@ -80,6 +91,8 @@ def _arguments(settings: Settings, operation: str, fields: dict[str, Any]) -> ty
 
 
 async def resolve_input(ctx: Context, name: str, value: Any) -> InputImage:
+    if isinstance(value, FileParam):
+        value = value.model_dump()
     try:
         return await state_of(ctx).inputs.resolve(name, value, current_caller())
     except InputProblem as exc:
@@ -105,20 +118,21 @@ async def run_edit(ctx: Context, operation: str, values: dict[str, Any], extra: 
     return await run_request(ctx, state, request, label, wait)
 
 
-async def pix_upscale(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
+async def pix_upscale(ctx: Context, extra_arguments: dict[str, Any], image: int | str | FileParam,
                       scale: int = 2, wait: bool = True) -> CallToolResult:
     found = await resolve_input(ctx, "image", image)
     return await run_edit(ctx, "upscale", {"scale": scale}, extra_arguments, {"image": found}, "Upscaled image", wait)
 
 
-async def pix_remove_background(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
+async def pix_remove_background(ctx: Context, extra_arguments: dict[str, Any], image: int | str | FileParam,
                                 wait: bool = True) -> CallToolResult:
     found = await resolve_input(ctx, "image", image)
     return await run_edit(ctx, "remove_background", {}, extra_arguments, {"image": found}, "Image without background",
                       wait)
 
 
-async def pix_inpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str, mask: int | str,
+async def pix_inpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str | FileParam,
+                      mask: int | str | FileParam,
                       prompt: str, negative_prompt: str | None = None, width: int | None = None,
                       height: int | None = None, num_steps: int | None = None,
                       guidance_scale: float | None = None, seed: int | None = None,
@@ -129,7 +143,7 @@ async def pix_inpaint(ctx: Context, extra_arguments: dict[str, Any], image: int 
     return await run_edit(ctx, "inpaint", values, extra_arguments, images, "Inpainted image", wait, prompt=prompt)
 
 
-async def pix_outpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str,
+async def pix_outpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str | FileParam,
                        zoom_out_percentage: int = 20, wait: bool = True) -> CallToolResult:
     found = await resolve_input(ctx, "image", image)
     return await run_edit(ctx, "outpaint", {"zoom_out_percentage": zoom_out_percentage}, extra_arguments,
@@ -184,8 +198,8 @@ def _model_fields(operation: str) -> dict[str, Any]:
             e, "zoom_out_percentage", int, "How far to zoom out, in percent: the new margin's share.", 20)}
     return {
         "image": IMAGE_FIELD,
-        "mask": (Annotated[StrictInt | StrictStr, Field(description="The mask, given like `image`: white where the "
-                                                        "image is repainted, black where it is kept.")], ...),
+        "mask": (Annotated[StrictInt | StrictStr | FileParam, Field(description=(
+            "The mask, given like `image`: white where the image is repainted, black where it is kept."))], ...),
         "prompt": _limited(e, "prompt", str, "What the masked part should show.", ...),
         "negative_prompt": _limited(e, "negative_prompt", str, "What it should not show.", None),
         "width": _limited(e, "width", int, "Output width in pixels (default: the model's).", None),
@@ -216,6 +230,8 @@ def editing_tools(settings: Settings) -> list[Tool]:
         ])
         tools.append(Tool(
             fn=fn, name=fn.__name__, title=title, description=description,
+            # ChatGPT sends a file the person attached for these (a download link the server fetches).
+            meta={"openai/fileParams": ["image", "mask"] if operation == "inpaint" else ["image"]},
             parameters=args.model_json_schema(by_alias=True),
             fn_metadata=FuncMetadata(arg_model=args, output_model=GenerationResult),
             is_async=True, context_kwarg="ctx",

@@ -6,12 +6,13 @@ from __future__ import annotations
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.types import ToolAnnotations
 
-from app.protocol.app import app_tools, stamp
+from app.protocol.app import APP_ONLY, app_tools, stamp
 from app.protocol.editing import editing_tools
 from app.protocol.generate import pix_generate_tool
 from app.protocol.history import READ_ONLY, get_generation, list_generations, pix_status
 from app.protocol.jobs import pix_cancel, pix_wait
 from app.protocol.lineage import pix_regenerate_tool
+from app.protocol.uploads import upload_tools
 from app.settings import Settings
 
 
@@ -31,5 +32,6 @@ def all_tools(settings: Settings) -> list[Tool]:
             open_world_hint=False)),
         Tool.from_function(pix_status, title="Server and quota status",
                            annotations=READ_ONLY.model_copy(update={"title": "Server and quota status"})),
+        *upload_tools(APP_ONLY),
         *app_tools(),
     ])

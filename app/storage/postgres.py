@@ -153,6 +153,18 @@ MIGRATIONS: list[str] = [
         FOR EACH ROW WHEN (OLD.status = 'PENDING' AND NEW.status <> 'PENDING')
         EXECUTE FUNCTION pixazo_notify_finished();
     """,
+    # 12: one-time upload links (issue 22): only a hash of the token; single use (used_at); the
+    # generation the upload becomes (PENDING, operation upload) and the caller it is bound to.
+    """
+    CREATE TABLE upload_links (
+        token_sha256 TEXT PRIMARY KEY,
+        generation_id BIGINT NOT NULL,
+        caller TEXT,
+        expires_at DOUBLE PRECISION NOT NULL,
+        used_at DOUBLE PRECISION
+    );
+    CREATE INDEX upload_links_generation ON upload_links (generation_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any fixed number: the advisory lock under which replicas that start together migrate once.
@@ -306,7 +318,7 @@ class PostgresStore:
         """See GenerationStore.reap_lapsed: lapsed owners' rows end INTERRUPTED, submitted queue jobs stay."""
         count = await self._run(
             "UPDATE generations SET status = %(interrupted)s, error = %(why)s, finished_at = %(now)s"  # noqa: S608 - fixed SQL fragments; values go as parameters
-            f" WHERE status = %(pending)s AND request_id IS NULL AND {LAPSED}",
+            f" WHERE status = %(pending)s AND request_id IS NULL AND operation <> 'upload' AND {LAPSED}",
             {"interrupted": INTERRUPTED, "why": INTERRUPTED_ERROR, "now": utc_now(), "pending": PENDING,
              "me": self.owner.id, "dead": dead})
         await self._run(f"DELETE FROM instances WHERE id != %s AND (id = ANY(%s) OR expires_at <= {NOW})",  # noqa: S608 - fixed SQL fragments; values go as parameters
@@ -332,9 +344,10 @@ class PostgresStore:
     async def release(self) -> int:
         """See GenerationStore.release: own rows end INTERRUPTED, submitted queue jobs lose their owner."""
         await self._run("UPDATE generations SET owner = NULL WHERE status = %s AND owner = %s"
-                        " AND request_id IS NOT NULL", (PENDING, self.owner.id))
+                        " AND (request_id IS NOT NULL OR operation = 'upload')", (PENDING, self.owner.id))
         count = await self._run(
-            "UPDATE generations SET status = %s, error = %s, finished_at = %s WHERE status = %s AND owner = %s",
+            "UPDATE generations SET status = %s, error = %s, finished_at = %s WHERE status = %s AND owner = %s"
+            " AND operation <> 'upload'",
             (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, self.owner.id))
         await self._run("DELETE FROM instances WHERE id = %s", (self.owner.id,))
         return count
@@ -371,7 +384,7 @@ class PostgresStore:
             cur = await conn.execute(
                 "WITH hit (x) AS (SELECT CASE"  # noqa: S608 - fixed SQL fragments; values go as parameters
                 " WHEN %(mp)s::int IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE status = %(pending)s"
-                "   AND caller IS NOT DISTINCT FROM %(caller)s) >= %(mp)s THEN 'pending'"
+                "   AND caller IS NOT DISTINCT FROM %(caller)s AND operation <> 'upload') >= %(mp)s THEN 'pending'"
                 f" WHEN %(pm)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(minute)s) >= %(pm)s THEN 'per-minute'"
                 f" WHEN %(daily)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(day)s) >= %(daily)s THEN 'daily'"
                 f" WHEN %(budget)s::float8 IS NOT NULL AND (SELECT COALESCE(SUM(COALESCE(cost_usd, 0)), 0) {mine}"
@@ -430,6 +443,30 @@ class PostgresStore:
         if row is None:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
         return Generation.from_row(row)
+
+    async def add_upload_link(self, token_sha256: str, gen_id: int, caller: str | None, expires_at: float) -> None:
+        await self._run("INSERT INTO upload_links (token_sha256, generation_id, caller, expires_at)"
+                        " VALUES (%s, %s, %s, %s)", (token_sha256, gen_id, caller, expires_at))
+
+    async def claim_upload_link(self, token_sha256: str, now: float) -> tuple[int, str | None] | None:
+        row = await self._one(
+            "UPDATE upload_links SET used_at = %s WHERE token_sha256 = %s AND used_at IS NULL AND expires_at > %s"
+            " RETURNING generation_id, caller", (now, token_sha256, now))
+        return (int(row["generation_id"]), row["caller"]) if row else None
+
+    async def release_upload_link(self, token_sha256: str) -> None:
+        await self._run("UPDATE upload_links SET used_at = NULL WHERE token_sha256 = %s", (token_sha256,))
+
+    async def expire_upload_links(self, now: float) -> int:
+        return await self._run(
+            "UPDATE generations SET status = 'EXPIRED', error = 'the upload link expired unused', finished_at = %s"
+            " WHERE status = %s AND operation = 'upload' AND id IN (SELECT generation_id FROM upload_links"
+            " WHERE used_at IS NULL AND expires_at <= %s)", (utc_now(), PENDING, now))
+
+    async def open_upload_links(self, caller: str | None) -> int:
+        row = await self._one("SELECT COUNT(*) AS n FROM generations WHERE status = %s AND operation = 'upload'"
+                              " AND caller IS NOT DISTINCT FROM %s", (PENDING, caller))
+        return int(row["n"]) if row else 0
 
     async def end_pending(self, gen_id: int, status: str, error: str) -> bool:
         return await self._run("UPDATE generations SET status = %s, error = %s, finished_at = %s"

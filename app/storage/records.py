@@ -318,7 +318,7 @@ class GenerationStore:
         lapsed, values = self._lapsed(dead)
         cur = await self._conn.execute(
             "UPDATE generations SET status = ?, error = ?, finished_at = ?"  # noqa: S608 - fixed SQL fragments; values go as parameters
-            f" WHERE status = ? AND request_id IS NULL AND {lapsed}",
+            f" WHERE status = ? AND request_id IS NULL AND operation <> 'upload' AND {lapsed}",
             (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, *values))
         marks = ", ".join("?" for _ in dead) or "NULL"
         await self._conn.execute(
@@ -344,10 +344,12 @@ class GenerationStore:
         Submitted queue jobs stay PENDING with no owner, so that any instance may resume them at once.
         Returns how many rows ended INTERRUPTED."""
         await self._conn.execute(
-            "UPDATE generations SET owner = NULL WHERE status = ? AND owner = ? AND request_id IS NOT NULL",
+            "UPDATE generations SET owner = NULL WHERE status = ? AND owner = ?"
+            " AND (request_id IS NOT NULL OR operation = 'upload')",
             (PENDING, self.owner.id))
         cur = await self._conn.execute(
-            "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ? AND owner = ?",
+            "UPDATE generations SET status = ?, error = ?, finished_at = ? WHERE status = ? AND owner = ?"
+            " AND operation <> 'upload'",
             (INTERRUPTED, INTERRUPTED_ERROR, utc_now(), PENDING, self.owner.id))
         await self._conn.execute("DELETE FROM instances WHERE id = ?", (self.owner.id,))
         return cur.rowcount
@@ -383,7 +385,8 @@ class GenerationStore:
         created = utc_now()
         found = list(await self._conn.execute_fetchall(
             "WITH hit (x) AS (SELECT CASE"
-            " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE status = ? AND caller IS ?) >= ?"
+            " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE status = ? AND caller IS ?"
+            "   AND operation <> 'upload') >= ?"
             "   THEN 'pending'"
             " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
             "   AND status NOT IN (?, ?)) >= ? THEN 'per-minute'"
@@ -450,6 +453,36 @@ class GenerationStore:
         if not rows:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
         return Generation.from_row(dict(rows[0]))
+
+    # One-time upload links (app.core.uploads holds the rules; these are the rows).
+
+    async def add_upload_link(self, token_sha256: str, gen_id: int, caller: str | None, expires_at: float) -> None:
+        await self._conn.execute("INSERT INTO upload_links (token_sha256, generation_id, caller, expires_at)"
+                                 " VALUES (?, ?, ?, ?)", (token_sha256, gen_id, caller, expires_at))
+
+    async def claim_upload_link(self, token_sha256: str, now: float) -> tuple[int, str | None] | None:
+        """(generation id, caller) of a live, unused link, now marked used; None otherwise."""
+        found = list(await self._conn.execute_fetchall(
+            "UPDATE upload_links SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ?"
+            " RETURNING generation_id, caller", (now, token_sha256, now)))
+        return (int(found[0][0]), found[0][1]) if found else None
+
+    async def release_upload_link(self, token_sha256: str) -> None:
+        await self._conn.execute("UPDATE upload_links SET used_at = NULL WHERE token_sha256 = ?", (token_sha256,))
+
+    async def expire_upload_links(self, now: float) -> int:
+        """Rows of links that expired unused end EXPIRED."""
+        cur = await self._conn.execute(
+            "UPDATE generations SET status = 'EXPIRED', error = 'the upload link expired unused', finished_at = ?"
+            " WHERE status = ? AND operation = 'upload' AND id IN (SELECT generation_id FROM upload_links"
+            " WHERE used_at IS NULL AND expires_at <= ?)", (utc_now(), PENDING, now))
+        return cur.rowcount
+
+    async def open_upload_links(self, caller: str | None) -> int:
+        found = list(await self._conn.execute_fetchall(
+            "SELECT COUNT(*) FROM generations WHERE status = ? AND operation = 'upload' AND caller IS ?",
+            (PENDING, caller)))
+        return int(found[0][0])
 
     async def end_pending(self, gen_id: int, status: str, error: str) -> bool:
         """End a row only if it is still PENDING (a cancellation made for another instance); whether it was."""

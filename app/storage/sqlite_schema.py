@@ -128,5 +128,17 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX generations_pending_caller ON generations (caller) WHERE status = 'PENDING';
     """,
+    # 12: one-time upload links (issue 22): only a hash of the token; single use (used_at); the
+    # generation the upload becomes (PENDING, operation upload) and the caller it is bound to.
+    """
+    CREATE TABLE upload_links (
+        token_sha256 TEXT PRIMARY KEY,
+        generation_id INTEGER NOT NULL,
+        caller TEXT,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE INDEX upload_links_generation ON upload_links (generation_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

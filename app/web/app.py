@@ -36,6 +36,7 @@ from app.web.guards import FormBodyLimit, NormalizeBearer, UniqueVary
 from app.web.session_caps import SessionCaps
 from app.web.signed import signed_routes
 from app.web.throttle import AuthThrottle, FailedAuthTracker
+from app.web.uploads import upload_routes
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +256,7 @@ def create_app(settings: Settings) -> Starlette:
         # Signed links exist for Pixazo to fetch inputs at our public address; without one, none are made
         # and none are served.
         *(signed_routes(runtime) if settings.public_url else []),
+        *upload_routes(runtime),
         *gallery.routes(sessions),
         *(oauth.routes() if oauth is not None else []),
         *(SignInPage(oauth.provider, verifier if tokens else None, sso, http_session).routes()

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.costs import usd
 from app.core.lineage import ancestors, lineage
+from app.core.uploads import UPLOAD_PATH
 from app.errors import NotFoundError
 from app.identity.sessions import SESSION_TTL_S, end_session, session_caller, start_session
 from app.identity.tokens import TeamTokenVerifier
@@ -242,7 +243,22 @@ class Gallery:
             Route("/login", self.login, methods=["POST"], middleware=middleware),
             Route("/logout", self.logout, methods=["GET", "POST"], middleware=middleware),
             Route("/images/{id}/thumb", self.thumbnail, methods=["GET"], middleware=middleware),
+            Route("/gallery/upload", self.upload, methods=["POST"], middleware=middleware),
         ]
+
+    async def upload(self, request: Request) -> Response:
+        """A fresh one-time upload link for the signed-in caller, and the way to it. (The session cookie is
+        SameSite=Strict: another site cannot make a signed-in browser ask for one.)"""
+        signed_in = await self.caller(request)
+        if self.verifier is not None and signed_in is None:
+            return self._login_redirect(request)
+        state = self.runtime.state
+        if state is None or state.uploads is None:
+            return Response("starting", status_code=503)
+        made = await state.uploads.create_link(signed_in)
+        if isinstance(made, str):
+            return Response(made, status_code=429, media_type="text/plain")
+        return RedirectResponse(UPLOAD_PATH.format(token=made.token), status_code=303)
 
 
 def _safe_next(value: str | None) -> str:

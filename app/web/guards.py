@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # Paths whose POST bodies are MCP messages: the SDK reads and caps them (4 MiB) after authentication.
 MCP_PATHS = ("/mcp", "/messages/")
+# Paths whose bodies are images, read and capped by their route as they stream (app.web.uploads).
+IMAGE_PATHS = ("/upload/",)
 FORM_TYPE = "application/x-www-form-urlencoded"
 # OAuth dynamic client registration takes JSON (RFC 7591); every other non-MCP POST takes a form.
 JSON_PATHS = ("/register",)
@@ -124,7 +126,7 @@ class FormBodyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") \
-                or scope["path"].startswith(MCP_PATHS):
+                or scope["path"].startswith(MCP_PATHS + IMAGE_PATHS):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

@@ -1,0 +1,89 @@
+"""Bringing the caller's own images: pix_upload_link (a one-time link for the person), and the app's
+upload (pix_app_upload, the bytes through the host, for the in-chat app's file input)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools.base import Tool
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from app.core.uploads import UPLOAD_PATH, UploadError
+from app.identity.tokens import current_caller
+from app.protocol.results import state_of
+
+
+class UploadLink(BaseModel):
+    """A one-time link for the person to upload an image with."""
+
+    upload_url: str = Field(description="Give this link to the person; it works once.")
+    id: int = Field(description="The generation id the upload will have (PENDING until the image arrives).")
+    expires_at: str = Field(description="When the link stops working (UTC, ISO 8601).")
+
+
+def _base_url(ctx: Context) -> str:
+    state = state_of(ctx)
+    if state.settings.public_url:
+        return state.settings.public_url.rstrip("/")
+    request: Any = ctx.request_context.request
+    if request is not None and hasattr(request, "base_url"):
+        return str(request.base_url).rstrip("/")
+    return f"http://{state.settings.host}:{state.settings.port}"
+
+
+async def pix_upload_link(ctx: Context) -> Annotated[CallToolResult, UploadLink]:
+    """A one-time link where the person uploads an image of their own (from a phone or a computer), to
+    edit it with the editing tools by its id. Give them the link, then call pix_wait with the id."""
+    state = state_of(ctx)
+    assert state.uploads is not None  # noqa: S101 - the lifespan always makes one
+    made = await state.uploads.create_link(current_caller())
+    if isinstance(made, str):
+        raise ToolError(made)
+    url = _base_url(ctx) + UPLOAD_PATH.format(token=made.token)
+    expires = datetime.fromtimestamp(made.expires_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    text = (f"Give the person this link to upload their image: {url}\nIt works once, until {expires}. The upload "
+            f"will be generation {made.generation.id}: call pix_wait with id {made.generation.id} to know when it "
+            "has arrived, then use that id as `image` (or `mask`) in the editing tools.")
+    result = UploadLink(upload_url=url, id=made.generation.id, expires_at=expires)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=result.model_dump())
+
+
+class AppUpload(BaseModel):
+    id: int
+
+
+async def pix_app_upload(
+    ctx: Context,
+    data: Annotated[str, Field(description="The image, base64 (PNG, JPEG or WebP).")],
+    name: Annotated[str, Field(max_length=256)] = "",
+) -> Annotated[CallToolResult, AppUpload]:
+    """(For the app.) An image the person chose in the app, kept as an upload of theirs."""
+    state = state_of(ctx)
+    assert state.uploads is not None  # noqa: S101 - the lifespan always makes one
+    if len(data) > state.uploads.max_bytes * 4 // 3 + 4:
+        raise ToolError(f"The image is larger than {state.uploads.max_bytes} bytes. Nothing was recorded.")
+    try:
+        raw = base64.b64decode(data, validate=True)
+        gen = await state.uploads.keep(raw, current_caller(), "the app")
+    except (binascii.Error, ValueError):
+        raise ToolError("`data` must be base64. Nothing was recorded.") from None
+    except UploadError as exc:
+        raise ToolError(f"{exc.message} Nothing was recorded.") from None
+    return CallToolResult(content=[TextContent(type="text", text=f"Uploaded as generation {gen.id}.")],
+                          structured_content=AppUpload(id=gen.id).model_dump())
+
+
+def upload_tools(app_only: dict[str, Any]) -> list[Tool]:
+    return [
+        Tool.from_function(pix_upload_link, title="Upload link for your own image", annotations=ToolAnnotations(
+            title="Upload link for your own image", read_only_hint=False, destructive_hint=False,
+            idempotent_hint=False, open_world_hint=False)),
+        Tool.from_function(pix_app_upload, title="Upload from the app", meta=app_only, annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)),
+    ]
