@@ -77,8 +77,13 @@ def _backup(args: argparse.Namespace) -> int:
     from app.ops.backup import backup
 
     source = args.db or Settings.load().db_path
+    target = Path(args.dest)
+    if (target / Path(source).name if target.is_dir() else target).exists() and not args.force:
+        existing = target / Path(source).name if target.is_dir() else target
+        print(f"pixazo-mcp backup: {existing} exists; give --force to replace it", file=sys.stderr)
+        return 2
     try:
-        count = backup(Path(source), Path(args.dest))
+        count = backup(Path(source), target)
     except (OSError, RuntimeError, sqlite3.Error) as exc:
         print(f"pixazo-mcp backup: {exc}", file=sys.stderr)
         return 1
@@ -90,10 +95,15 @@ def _oauth(args: argparse.Namespace) -> int:
     import psycopg
 
     from app.identity.oauth_admin import list_clients, revoke
-    from app.storage.database import redacted
+    from app.storage.database import redacted, sqlite_path
 
     # The server's database (PostgreSQL too: replicas share the OAuth tables), unless --db names a file.
     database = f"sqlite:///{args.db}" if args.db else Settings.load().database
+    if database.startswith("sqlite:///") and not sqlite_path(database).is_file():
+        # Never create a database (an empty one would answer "no OAuth clients yet" for the wrong file).
+        print(f"pixazo-mcp oauth: no database at {sqlite_path(database).resolve()} (set PIXAZO_DB_PATH or "
+              "PIXAZO_DATABASE_URL, or give --db)", file=sys.stderr)
+        return 2
     if args.oauth_command == "revoke" and (args.client_id is None) == (args.caller is None):
         print("pixazo-mcp oauth revoke: give a CLIENT_ID or --caller NAME (one of them)", file=sys.stderr)
         return 2
@@ -198,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sessions", type=int, default=4, help="MCP client sessions the calls are spread over (S)")
     bench.add_argument("--latency", type=float, default=1.0, help="simulated Pixazo latency in seconds")
     bench.add_argument("--json", default=None, help="also write the results as JSON to this path")
-    bench.add_argument("--url", default=None, help="benchmark a running server instead (its /mcp base URL)")
+    bench.add_argument("--url", default=None, help="benchmark a running server instead: its address, or its "
+                       "/mcp endpoint")
     bench.add_argument("--token", default=None, help="bearer token for --url")
     bench.add_argument("--sweep", default=None, help="comma list of concurrencies to run in turn (for a chart)")
     bench.add_argument("--chart", default=None, help="write a PNG chart here (needs the 'bench' extra)")
@@ -221,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     bak = sub.add_parser("backup", help="copy the database consistently while the server runs")
     bak.add_argument("dest", help="file (or directory) to write the copy to")
     bak.add_argument("--db", default=None, help="database to copy (default: PIXAZO_DB_PATH)")
+    bak.add_argument("--force", action="store_true", help="replace DEST if it exists")
     bak.set_defaults(func=_backup)
 
     mig = sub.add_parser("migrate", help="copy a SQLite history (rows with their ids) to PostgreSQL; resumable")

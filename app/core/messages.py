@@ -110,3 +110,13 @@ def for_upstream(exc: UpstreamError, timeout_s: float) -> str:
             )
         return "The server could not reach Pixazo. Try again in a minute."
     return INTERNAL
+
+
+CHARGE_PHRASES = (" (it may have been charged)", " (not charged)", ", and be charged,")
+
+
+def without_charges(message: str) -> str:
+    """A message without what it says about charges (the demo's simulator charges nothing)."""
+    for phrase in CHARGE_PHRASES:
+        message = message.replace(phrase, "")
+    return message

@@ -332,6 +332,8 @@ class GenerationService:
         # Every caller who reads the row later sees what this caller was told; Pixazo's own
         # words go to a column (and a log line) that only operators read.
         message = messages.for_upstream(exc, self.settings.timeout_s)
+        if self.settings.demo:  # the demo's simulator charges nothing: never worry a newcomer with it
+            message = messages.without_charges(message)
         if call.edit and isinstance(exc, UpstreamJobError):
             message += messages.EDIT_INPUT_HINT
         upstream = self._scrub(upstream_text(exc))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -208,10 +209,44 @@ async def bench_one(server: str, sim_url: str, calls: int, concurrency: int, ses
     return replace(result, kept=kept)
 
 
+async def upstream_seconds(url: str, token: str | None) -> tuple[float, int] | None:
+    """(seconds, attempts) the server has spent waiting for Pixazo, from its own /metrics; None when it
+    does not say (no /metrics, or no access)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with httpx2.AsyncClient(timeout=10, headers=headers) as http:
+            answer = await http.get(url + "/metrics")
+    except httpx2.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    found = dict(re.findall(r"^pixazo_upstream_latency_seconds_(sum|count) ([0-9.e+]+)$", answer.text, re.M))
+    if "sum" not in found or "count" not in found:
+        return None
+    return float(found["sum"]), int(float(found["count"]))
+
+
 async def bench_url(url: str, calls: int, concurrency: int, sessions: int, latency: float,
                     token: str | None) -> Result:
-    lat, errors, wall = await drive(url.rstrip("/"), calls, concurrency, sessions, token)
-    return _summarize(url, calls, concurrency, sessions, latency, lat, errors, wall, None, None, None)
+    """A running server: the upstream's latency is measured (the server's own histogram, before and
+    after), not assumed, so that "added" is what the server adds. Without /metrics it is the given one."""
+    base = url.rstrip("/").removesuffix("/mcp")  # its address, or its /mcp endpoint
+    before = await upstream_seconds(base, token)
+    lat, errors, wall = await drive(base, calls, concurrency, sessions, token)
+    after = await upstream_seconds(base, token)
+    if before is not None and after is not None and after[1] > before[1]:
+        latency = (after[0] - before[0]) / (after[1] - before[1])
+        print(f"upstream latency measured by the server: {latency * 1000:.0f} ms a call", file=sys.stderr)
+    else:
+        print(f"upstream latency not measured (no /metrics): assuming --latency {latency:g} s", file=sys.stderr)
+    return _summarize(base, calls, concurrency, sessions, round(latency, 3), lat, errors, wall, None, None, None)
+
+
+def _first_line(exc: BaseException) -> str:
+    """What went wrong, in one line (an ExceptionGroup's first leaf)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def median_round(rounds: list[Result]) -> Result:
@@ -227,7 +262,8 @@ def render(results: list[Result]) -> str:
     for r in results:
         lines.append(
             f"| {r.server} | {r.calls} | {r.concurrency} | {r.wall_s} | {r.ideal_s} | {r.throughput} "
-            f"| {r.added_p50_ms} | {r.added_p95_ms} | {r.added_p99_ms} | {r.cpu_ms_per_call} | {r.peak_rss_mb} "
+            f"| {r.added_p50_ms} | {r.added_p95_ms} | {r.added_p99_ms} | {_shown(r.cpu_ms_per_call)} "
+            f"| {_shown(r.peak_rss_mb)} "
             f"| {r.errors} | {'-' if r.rows is None else r.rows} | {'-' if r.kept is None else r.kept} |")
     for mine in (r for r in results if r.server == "pixazo-mcp"):
         same = {r.server: r for r in results if r.concurrency == mine.concurrency and r.calls == mine.calls}
@@ -243,6 +279,10 @@ def render(results: list[Result]) -> str:
         if notes:
             lines.append(f"\nC={mine.concurrency}: " + "; ".join(notes))
     return "\n".join(lines)
+
+
+def _shown(value: float | None) -> str:
+    return "not measured" if value is None else str(value)
 
 
 def machine() -> str:
@@ -279,7 +319,12 @@ def chart(results: list[Result], path: Path) -> None:
 
 async def run(args: Any) -> int:
     if args.url:
-        results = [await bench_url(args.url, args.calls, args.concurrency, args.sessions, args.latency, args.token)]
+        try:
+            results = [await bench_url(args.url, args.calls, args.concurrency, args.sessions, args.latency,
+                                       args.token)]
+        except Exception as exc:  # noqa: BLE001 - an operator's command: one line, not a traceback
+            print(f"pixazo-mcp bench: {args.url}: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+            return 1
     else:
         sweep = [int(c) for c in args.sweep.split(",")] if args.sweep else [args.concurrency]
         servers = [s for s in SERVERS if not (s != "pixazo-mcp" and args.no_reference)

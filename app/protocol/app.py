@@ -27,7 +27,7 @@ from app.core.masks import MAX_MASK_BYTES, MaskProblem, keep_mask
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.protocol.editing import resolve_input, run_edit
-from app.protocol.results import GenerationResult, state_of
+from app.protocol.results import ImageOut, state_of
 from app.storage.images import THUMB_MIME
 from app.storage.records import MAX_ID, MIN_ID
 
@@ -71,8 +71,7 @@ async def pix_app_image(
     id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
     size: Literal["thumb", "display"] = "display",
 ) -> Annotated[CallToolResult, AppImage]:
-    """(For the app.) A stored image at display size (at most 1024 px; PNG when it has transparency) or
-    as its thumbnail."""
+    """(App only.) A stored image at display size, or its thumbnail."""
     state, viewer = state_of(ctx), current_caller()
     try:
         gen = await state.service.get(id, viewer)
@@ -91,14 +90,12 @@ async def pix_app_image(
 
 async def pix_app_inpaint(
     ctx: Context,
-    image: Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation painted on.")],
-    mask: Annotated[str, Field(max_length=MAX_MASK_BYTES * 4 // 3 + 4, description=(
-        "The mask as base64 PNG: white where the image is repainted."))],
+    image: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
+    mask: Annotated[str, Field(max_length=MAX_MASK_BYTES * 4 // 3 + 4, description="base64 PNG")],
     prompt: Annotated[str, Field(min_length=1, max_length=2000)],
     wait: bool = False,
-) -> Annotated[CallToolResult, GenerationResult]:
-    """(For the app.) Inpaint with a mask painted in the app: the mask is kept as a generation of its own
-    (operation mask), then pix_inpaint runs with it, recorded like any call."""
+) -> Annotated[CallToolResult, ImageOut]:
+    """(App only.) pix_inpaint with a mask painted in the app."""
     state, viewer = state_of(ctx), current_caller()
     try:
         painted = await state.service.get(image, viewer)

@@ -15,7 +15,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.types import CallToolResult, ToolAnnotations
-from pydantic import BaseModel, Field, StrictInt, StrictStr, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model
 from pydantic_core import ErrorDetails
 
 from app.core.costs import Prices, PricesFileError, usd
@@ -26,13 +26,11 @@ from app.identity.tokens import current_caller
 from app.pixazo.gateway import EDITORS, Endpoint
 from app.protocol.arguments import CatalogueArgs
 from app.protocol.jobs import WAIT_FIELD, run_request
-from app.protocol.results import GenerationResult, state_of
+from app.protocol.results import ImageOut, state_of
 from app.settings import Settings
 
-IMAGE_HELP = (f"The input image: {FORMS}. A generation must be one you may see and must have an image; "
-              "a URL must be public (Pixazo fetches it).")
-EXTRAS_HELP = ("Arguments the tool does not know are not sent to Pixazo but are kept with the record (at most "
-               "{count}, {size} bytes as JSON in all, nested at most {depth} deep).")
+IMAGE_HELP = "Generation id (an upload's too), pixazo:// image URI, public https URL, or data: URI."
+EXTRAS_HELP = "Unknown arguments are kept with the record (at most {count}), never sent."
 
 
 class _EditArgsBase(CatalogueArgs):
@@ -56,7 +54,7 @@ class _EditArgsBase(CatalogueArgs):
                                             for name, value in values.items()})
 
 
-def _limited(endpoint: Endpoint, name: str, kind: type, description: str, default: Any) -> Any:
+def _limited(endpoint: Endpoint, name: str, kind: type, description: str | None, default: Any) -> Any:
     """A field with the catalogue's bounds in its schema (checked again, with the model named, above)."""
     limit = endpoint.args[name].limit
     bounds: dict[str, Any] = {}
@@ -71,12 +69,12 @@ def _limited(endpoint: Endpoint, name: str, kind: type, description: str, defaul
 
 
 class FileParam(BaseModel):
-    """A file ChatGPT hands a tool for an argument it names in `_meta["openai/fileParams"]`."""
+    # (No docstring: it would be published in every editing tool's schema.) A file ChatGPT hands a tool for
+    # an argument it names in `_meta["openai/fileParams"]`: download_url, and file_id, mime_type and
+    # file_name, which are kept as given and not published.
+    model_config = ConfigDict(extra="allow")
 
     download_url: str = Field(max_length=4096)
-    file_id: str | None = Field(default=None, max_length=256)
-    mime_type: str | None = Field(default=None, max_length=128)
-    file_name: str | None = Field(default=None, max_length=512)
 
 
 IMAGE_FIELD: Any = (Annotated[StrictInt | StrictStr | FileParam, Field(description=IMAGE_HELP)], ...)
@@ -165,22 +163,15 @@ def _price_text(endpoint: Endpoint, prices: Prices) -> str:
 
 SPECS: dict[str, tuple[Any, str, str, str]] = {
     # operation: (function, title, what it does, typical time)
-    "upscale": (pix_upscale, "Upscale an image (Pixazo)",
-                "Enlarge an image 2, 4, 6 or 8 times (`scale`, default 2) with Pixazo's {title}.",
-                "A queued job: usually 10-60 seconds, longer at higher scales."),
+    "upscale": (pix_upscale, "Upscale an image (Pixazo)", "Enlarge an image 2, 4, 6 or 8 times with {title}.",
+                "Queued: 10-60 s."),
     "remove_background": (pix_remove_background, "Remove an image's background (Pixazo)",
-                          "Cut the subject out of an image: a PNG with a transparent background, made by "
-                          "Pixazo's {title}.", "A queued job: usually 5-30 seconds."),
+                          "Cut the subject out: a transparent PNG, by {title}.", "Queued: 5-30 s."),
     "inpaint": (pix_inpaint, "Inpaint part of an image (Pixazo)",
-                "Repaint the part of an image that `mask` marks (white = repaint, black = keep) to show "
-                "`prompt`, with Pixazo's {title}. `mask` is given like `image`.",
-                "Usually 10-30 seconds."),
+                "Repaint what `mask` marks white to show `prompt`, with {title}.", "10-30 s."),
     "outpaint": (pix_outpaint, "Outpaint an image (Pixazo)",
-                 "Extend an image beyond its borders: zoom out by `zoom_out_percentage` (1-90, default 20) and "
-                 "let Pixazo's {title} paint the new margin.",
-                 "A queued job: usually 10-60 seconds."),
+                 "Zoom out by `zoom_out_percentage` and let {title} paint the new margin.", "Queued: 10-60 s."),
 }
-
 
 def _fields(operation: str) -> dict[str, Any]:
     return {**_model_fields(operation), "wait": WAIT_FIELD}
@@ -190,23 +181,23 @@ def _model_fields(operation: str) -> dict[str, Any]:
     e = EDITORS[operation]
     if operation == "upscale":
         return {"image": IMAGE_FIELD, "scale": (Annotated[Literal[2, 4, 6, 8], Field(
-            description="How many times larger each side becomes (the price depends on it).")], 2)}
+            description="Times larger per side (the price depends on it).")], 2)}
     if operation == "remove_background":
         return {"image": IMAGE_FIELD}
     if operation == "outpaint":
         return {"image": IMAGE_FIELD, "zoom_out_percentage": _limited(
-            e, "zoom_out_percentage", int, "How far to zoom out, in percent: the new margin's share.", 20)}
+            e, "zoom_out_percentage", int, None, 20)}
     return {
         "image": IMAGE_FIELD,
-        "mask": (Annotated[StrictInt | StrictStr | FileParam, Field(description=(
-            "The mask, given like `image`: white where the image is repainted, black where it is kept."))], ...),
+        "mask": (Annotated[StrictInt | StrictStr | FileParam, Field(description="Like `image`; white is repainted.")],
+                 ...),
         "prompt": _limited(e, "prompt", str, "What the masked part should show.", ...),
-        "negative_prompt": _limited(e, "negative_prompt", str, "What it should not show.", None),
-        "width": _limited(e, "width", int, "Output width in pixels (default: the model's).", None),
-        "height": _limited(e, "height", int, "Output height in pixels (default: the model's).", None),
-        "num_steps": _limited(e, "num_steps", int, "Diffusion steps; more is slower.", None),
-        "guidance_scale": _limited(e, "guidance_scale", float, "How closely to follow the prompt.", None),
-        "seed": _limited(e, "seed", int, "Random seed; the same seed repeats a result.", None),
+        "negative_prompt": _limited(e, "negative_prompt", str, None, None),
+        "width": _limited(e, "width", int, None, None),
+        "height": _limited(e, "height", int, None, None),
+        "num_steps": _limited(e, "num_steps", int, None, None),
+        "guidance_scale": _limited(e, "guidance_scale", float, None, None),
+        "seed": _limited(e, "seed", int, None, None),
     }
 
 
@@ -220,20 +211,16 @@ def editing_tools(settings: Settings) -> list[Tool]:
     for operation, (fn, title, what, timing) in SPECS.items():
         endpoint = EDITORS[operation]
         args = _arguments(settings, operation, _fields(operation))
-        description = "\n".join([
-            what.format(title=endpoint.title), IMAGE_HELP,
-            f"{_price_text(endpoint, prices)} {timing}",
-            "Returns the new image's URL, a stored copy (resource link) and its generation id, which the "
-            "editing tools also take as input. Every call is recorded, successful or not.",
-            EXTRAS_HELP.format(count=settings.max_extra_arguments, size=settings.max_extra_bytes,
-                               depth=settings.max_extra_depth),
+        description = " ".join([
+            what.format(title=endpoint.title), f"{_price_text(endpoint, prices)} {timing}",
+            EXTRAS_HELP.format(count=settings.max_extra_arguments),
         ])
         tools.append(Tool(
             fn=fn, name=fn.__name__, title=title, description=description,
             # ChatGPT sends a file the person attached for these (a download link the server fetches).
             meta={"openai/fileParams": ["image", "mask"] if operation == "inpaint" else ["image"]},
             parameters=args.model_json_schema(by_alias=True),
-            fn_metadata=FuncMetadata(arg_model=args, output_model=GenerationResult),
+            fn_metadata=FuncMetadata(arg_model=args, output_model=ImageOut),
             is_async=True, context_kwarg="ctx",
             annotations=ToolAnnotations(title=title.removesuffix(" (Pixazo)"), read_only_hint=False,
                                         destructive_hint=False, idempotent_hint=False, open_world_hint=True),

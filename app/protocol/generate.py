@@ -17,16 +17,12 @@ from app.core.requests import RequestProblem, build_request, problems_for, range
 from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, SDXL_LIMITS
 from app.protocol.arguments import CatalogueArgs
 from app.protocol.jobs import WAIT_FIELD, run_request
-from app.protocol.results import GenerationResult, state_of
+from app.protocol.results import ImageOut, state_of
 from app.settings import Settings
 
-PIX_GENERATE_DESCRIPTION = """Generate an image from a text prompt with one of Pixazo's models.
-
-Models (`model`): {models}.
-Returns the image URL and the generation's id. Every call is recorded, successful or not. Arguments
-the tool does not know are not sent to Pixazo but are kept with the record (use them to tag requests;
-at most {count} of them, {size} bytes as JSON in all, nested at most {depth} deep).
-A generation usually takes 10-30 seconds."""
+PIX_GENERATE_DESCRIPTION = """Generate an image from a text prompt with one of Pixazo's models ({models}); usually \
+10-30 s. Every call is recorded. Unknown arguments are kept with the record (at most {count}, {size} bytes in all, \
+{depth} deep), never sent."""
 
 
 class _PixGenerateArgsBase(CatalogueArgs):
@@ -54,7 +50,7 @@ def _unadvertised_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def _int_field(name: str, default: int, description: str, *, per_model: bool = False) -> Any:
+def _int_field(name: str, default: int, description: str | None, *, per_model: bool = False) -> Any:
     lim = SDXL_LIMITS[name]
     return (Annotated[int, Field(ge=int(lim.minimum), le=int(lim.maximum), multiple_of=lim.multiple_of,
                                  description=description,
@@ -73,22 +69,18 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
     """The input model, with bounds from the model's limit table and defaults from the settings."""
     p, n, g = SDXL_LIMITS["prompt"], SDXL_LIMITS["negative_prompt"], SDXL_LIMITS["guidance_scale"]
     fields: dict[str, Any] = {
-        "prompt": (Annotated[str, Field(min_length=int(p.minimum), max_length=int(p.maximum),
-                                        description="What the image should show.")], ...),
-        "negative_prompt": (Annotated[str | None, Field(max_length=int(n.maximum), description=(
-            "What the image should not show (not taken by flux-schnell)."))], None),
-        "width": _int_field("width", settings.default_width, "Image width in pixels (flux-schnell: at most 1024)."),
-        "height": _int_field("height", settings.default_height,
-                             "Image height in pixels (flux-schnell: at most 1024)."),
+        "prompt": (Annotated[str, Field(min_length=int(p.minimum), max_length=int(p.maximum))], ...),
+        "negative_prompt": (Annotated[str | None, Field(max_length=int(n.maximum),
+                                                        description="Not flux-schnell.")], None),
+        "width": _int_field("width", settings.default_width, "flux-schnell: at most 1024."),
+        "height": _int_field("height", settings.default_height, "flux-schnell: at most 1024."),
         "num_steps": _int_field("num_steps", settings.default_num_steps, (
-            f"Diffusion steps; more is slower (default {settings.default_num_steps}; flux-schnell: 1-8, "
-            "default 4)."), per_model=True),
+            f"Default {settings.default_num_steps}; flux-schnell 1-8, default 4."), per_model=True),
         "guidance_scale": (Annotated[float, Field(ge=g.minimum, le=g.maximum, description=(
-            f"How closely to follow the prompt (default {_num(settings.default_guidance_scale)}; not taken by "
-            "flux-schnell)."), json_schema_extra=_unadvertised_default)], settings.default_guidance_scale),
-        "seed": _int_field("seed", settings.default_seed, "Random seed; the same seed repeats an image."),
-        "model": (Literal[GENERATE_MODELS], Field(
-            default="sdxl", description=_model_text())),
+            f"Default {_num(settings.default_guidance_scale)}; not flux-schnell."),
+            json_schema_extra=_unadvertised_default)], settings.default_guidance_scale),
+        "seed": _int_field("seed", settings.default_seed, None),
+        "model": (Literal[GENERATE_MODELS], Field(default="sdxl")),
         "wait": WAIT_FIELD,
     }
     model = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
@@ -123,7 +115,7 @@ def pix_generate_tool(settings: Settings) -> Tool:
                                                     count=settings.max_extra_arguments,
                                                     size=settings.max_extra_bytes, depth=settings.max_extra_depth),
         parameters=args.model_json_schema(by_alias=True),
-        fn_metadata=FuncMetadata(arg_model=args, output_model=GenerationResult),
+        fn_metadata=FuncMetadata(arg_model=args, output_model=ImageOut),
         is_async=True,
         context_kwarg="ctx",
         annotations=ToolAnnotations(title="Generate an image", read_only_hint=False, destructive_hint=False,

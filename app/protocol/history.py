@@ -6,47 +6,64 @@ from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from app import __version__
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
-from app.protocol.results import GenerationDetail, GenerationPage, GenerationRecord, generation_detail, state_of
+from app.protocol.results import DetailOut, GenerationPage, GenerationRecord, PageOut, generation_detail, state_of
 from app.storage.records import MAX_ID, MIN_ID
+from app.storage.statuses import KNOWN_STATUSES, is_known
 
 
 async def list_generations(
     ctx: Context,
-    limit: Annotated[int, Field(ge=1, le=100, description="How many to return.")] = 20,
-    status: Annotated[str | None, Field(max_length=40, description="Only this status, e.g. SUCCESS or HTTP_429.")
-                      ] = None,
+    limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    status: Annotated[str | None, Field(max_length=40, description="e.g. SUCCESS, PENDING, HTTP_429.")] = None,
     query: Annotated[str | None, Field(max_length=500, description="Words the prompt must contain.")] = None,
-    before_id: Annotated[int | None, Field(ge=MIN_ID, le=MAX_ID, description="Only ids below this (for paging).")
-                         ] = None,
-    caller: Annotated[str | None, Field(max_length=64, description="Only this caller's generations.")] = None,
-) -> GenerationPage:
-    """List recorded generations, newest first, optionally filtered by status, caller or prompt words."""
+    before_id: Annotated[int | None, Field(ge=MIN_ID, le=MAX_ID, description="For the next page.")] = None,
+    caller: Annotated[str | None, Field(max_length=64)] = None,
+) -> Annotated[CallToolResult, PageOut]:
+    """Recorded generations, newest first, filtered by status, caller or prompt words."""
     service = state_of(ctx).service
-    found = await service.page(current_caller(), limit=limit, status=status, query=query, before_id=before_id,
+    wanted = None
+    if status is not None:
+        wanted = status.strip().upper()
+        if not is_known(wanted):
+            raise ToolError(f"Invalid arguments: `status` must be one of {', '.join(sorted(KNOWN_STATUSES))} or "
+                            f"HTTP_<code> (got {status!r}).")
+    found = await service.page(current_caller(), limit=limit, status=wanted, query=query, before_id=before_id,
                                caller=caller)
     records = [GenerationRecord.model_validate(g.public()) for g in found]
-    return GenerationPage(generations=records,
-                          next_before_id=records[-1].id if len(records) == limit else None)
+    page = GenerationPage(generations=records, next_before_id=records[-1].id if len(records) == limit else None)
+    lines = [f"#{r.id} {r.status} {r.operation} ({r.model}, {r.created_at[:16].replace('T', ' ')}): "
+             f"{_short(r.prompt)}" for r in records] or ["No generations match."]
+    if page.next_before_id is not None:
+        lines.append(f"More: before_id={page.next_before_id}.")
+    return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
+                          structured_content=page.model_dump(mode="json"))
 
 
-async def get_generation(ctx: Context,
-                         id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation's id.")],
-                         ) -> GenerationDetail:
-    """Get one recorded generation by id: prompt, parameters, status, URLs, the stored image's details,
-    its model and operation, the generation it was made from (`parent`) and those made from it
-    (`children`, newest first)."""
+def _short(prompt: str, chars: int = 60) -> str:
+    one_line = " ".join(prompt.split())
+    return one_line if len(one_line) <= chars else one_line[: chars - 1] + "…"
+
+
+async def get_generation(ctx: Context, id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
+                         ) -> Annotated[CallToolResult, DetailOut]:
+    """One generation: prompt, parameters, status, image, model, operation, cost, `parent` and `children`."""
     service, viewer = state_of(ctx).service, current_caller()
     try:
         gen = await service.get(id, viewer)
     except NotFoundError as exc:
         raise ToolError(str(exc)) from None
-    return await generation_detail(service, gen, viewer)
+    detail = await generation_detail(service, gen, viewer)
+    text = (f"Generation {gen.id}: {gen.status}, {gen.operation} with {gen.model}"
+            + (f", made from {gen.parent_id}" if gen.parent_id else "") + (f", image {gen.resource_uri}"
+                                                                              if gen.resource_uri else "") + ".")
+    return CallToolResult(content=[TextContent(type="text", text=text)],
+                          structured_content=detail.model_dump(mode="json"))
 
 
 class LimitState(BaseModel):
@@ -56,30 +73,26 @@ class LimitState(BaseModel):
 
 
 class StatusResult(BaseModel):
-    """What the server can tell a caller about itself and the caller's allowance."""
-
-    caller: str | None = Field(description="Your caller name (null when the server runs without tokens).")
-    per_minute: LimitState | None = Field(description="Your per-minute allowance; null when unlimited.")
-    daily: LimitState | None = Field(description="Your allowance for this UTC day; null when unlimited.")
-    spent_today_usd: float = Field(description=(
-        "What your calls cost this UTC day, in US dollars (calls in flight count at their price)."))
-    daily_budget_usd: float | None = Field(description=(
-        "What you may spend per UTC day, in US dollars; null when there is no budget. A call that would "
-        "pass it is refused (BUDGET_EXCEEDED) with nothing sent; it resets at midnight UTC."))
-    budget_remaining_usd: float | None = Field(description=(
-        "What is left of your budget today, in US dollars; null when there is no budget."))
-    breaker: str = Field(description="closed (normal), open (Pixazo failing, calls paused) or half_open.")
-    breaker_retry_in_s: float = Field(description="Seconds until calls are tried again, when open.")
-    api_key_configured: bool = Field(description="Whether the server has a Pixazo key.")
+    # The names say it (no descriptions: tools/list is paid for in every conversation). Null: unlimited,
+    # no budget, or (caller) no tokens. Spend counts calls in flight at their price; budgets reset at
+    # midnight UTC. breaker: closed, open (Pixazo failing, calls paused) or half_open.
+    caller: str | None
+    per_minute: dict[str, float] | None  # limit, remaining, resets_in_s
+    daily: dict[str, float] | None
+    spent_today_usd: float
+    daily_budget_usd: float | None
+    budget_remaining_usd: float | None
+    breaker: str
+    breaker_retry_in_s: float
+    api_key_configured: bool
     calls_in_flight: int
     calls_queued: int
     version: str
 
 
 async def pix_status(ctx: Context) -> StatusResult:
-    """Your remaining limits, your spend today and what is left of your budget, whether Pixazo is
-    reachable (the circuit breaker) and whether the server has a Pixazo key. Cheap: call it before a
-    batch of generations."""
+    """Your remaining limits and budget today, and whether Pixazo is reachable (cheap: call it before a
+    batch)."""
     service = state_of(ctx).service
     caller = current_caller()
     remaining = await service.limits.remaining(caller)
@@ -87,8 +100,8 @@ async def pix_status(ctx: Context) -> StatusResult:
     minute, daily = remaining.get("per_minute"), remaining.get("daily")
     return StatusResult(
         caller=caller,
-        per_minute=LimitState.model_validate(minute) if minute else None,
-        daily=LimitState.model_validate(daily) if daily else None,
+        per_minute=LimitState.model_validate(minute).model_dump() if minute else None,
+        daily=LimitState.model_validate(daily).model_dump() if daily else None,
         spent_today_usd=spend.spent_usd, daily_budget_usd=spend.budget_usd, budget_remaining_usd=spend.remaining_usd,
         breaker=service.breaker.state, breaker_retry_in_s=round(service.breaker.retry_in(), 1),
         api_key_configured=service.client.has_key, calls_in_flight=service.cap.in_flight,

@@ -27,7 +27,7 @@ from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.protocol.calllog import CALL_INFO
 from app.protocol.results import (
-    GenerationResult,
+    ImageOut,
     generation_result,
     label_for,
     outcome_of,
@@ -36,8 +36,7 @@ from app.protocol.results import (
 )
 from app.storage.records import MAX_ID, MIN_ID, PENDING, Generation
 
-WAIT_HELP = ("false: answer at once with the generation's id (status PENDING) and collect the image later "
-             "with pix_wait; true (default): wait for it, up to the server's answer bound.")
+WAIT_HELP = "false: answer at once (PENDING); collect with pix_wait."
 WAIT_FIELD: Any = (Annotated[bool, Field(description=WAIT_HELP)], True)
 
 
@@ -169,23 +168,20 @@ class _Progress:
 
 
 class CancelResult(BaseModel):
-    """What pix_cancel did."""
-
     id: int
-    status: str = Field(description="The row's status now: CANCELLED, or how it ended first.")
-    may_be_charged: bool = Field(description="Whether Pixazo may still charge for the work.")
-    cost_usd: float | None = Field(description="The price recorded for it (0: nothing was charged).")
+    status: str  # CANCELLED, or how it ended first
+    may_be_charged: bool
+    cost_usd: float | None
 
 
 async def pix_wait(
     ctx: Context,
-    id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation's id.")],
-    timeout_s: Annotated[float | None, Field(ge=0, le=3600, description=(
-        "Longest wait, in seconds (default and cap: the server's answer bound).")) ] = None,
-) -> Annotated[CallToolResult, GenerationResult]:
-    """Wait for a generation to end and answer as the call that started it would have (the image, its link
-    and thumbnail), or PENDING again if it is still running. Works for any generation you may see, from any
-    session: use it after an image tool answered PENDING or after your client gave up on a call."""
+    id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
+    timeout_s: Annotated[float | None, Field(ge=0, le=3600, description="Default and cap: the server's bound.")
+                         ] = None,
+) -> Annotated[CallToolResult, ImageOut]:
+    """Wait for a generation (one answered PENDING, or whose call your client gave up on) and answer as its
+    call would have, or PENDING again."""
     state, viewer = state_of(ctx), current_caller()
     try:
         gen = await state.service.get(id, viewer)
@@ -223,10 +219,9 @@ async def _await_row(ctx: Context, state: AppState, gen: Generation, wait_s: flo
 
 async def pix_cancel(
     ctx: Context,
-    id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation's id.")],
+    id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
 ) -> Annotated[CallToolResult, CancelResult]:
-    """Stop a generation still running (one you may see): its call to Pixazo is abandoned, a queue job is no
-    longer polled, and it is recorded CANCELLED. Says whether Pixazo may still charge for it."""
+    """Stop a generation still running; says whether Pixazo may still charge for it."""
     state, viewer = state_of(ctx), current_caller()
     try:
         gen = await state.service.get(id, viewer)

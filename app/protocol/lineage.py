@@ -20,22 +20,15 @@ from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import GENERATE_MODELS, WIDEST
 from app.protocol.jobs import WAIT_FIELD, run_request
-from app.protocol.results import GenerationResult, state_of
+from app.protocol.results import ImageOut, state_of
 from app.storage.records import MAX_ID, MIN_ID
 
 NOTHING_DONE = "Nothing was recorded or sent to Pixazo."
 ARGUMENTS = ("id", *OVERRIDABLE, "model", "wait")
 
-PIX_REGENERATE_DESCRIPTION = f"""Repeat a recorded generation, with some arguments changed.
-
-`id` names the generation (one you may see). The new call uses its model, operation and recorded
-arguments (prompt, size, steps, guidance, seed, negative prompt; an edit's input image again, as first
-given), with each argument you give here in place of the recorded one. `model` may switch a
-text-to-image generation to another of {", ".join(GENERATE_MODELS)}; then the prompt, negative prompt,
-size and seed carry over where the new model takes them, and steps and guidance take the new model's
-defaults unless given. A value the model does not take, or outside its range, is refused naming the model
-and the range, with nothing sent. The new generation's `parent_id` is `id`; the result is pix_generate's.
-A generation usually takes 10-30 seconds."""
+PIX_REGENERATE_DESCRIPTION = """Repeat a generation (`id`) with the arguments you give changed: a new seed \
+makes a variation; `model` may switch a text-to-image one. Edits repeat with their input image. The new one's \
+parent_id is `id`."""
 
 
 class _RegenerateArgsBase(ArgModelBase):
@@ -79,21 +72,19 @@ def _fields(bounded: bool) -> dict[str, Any]:
             return {"ge": int(lim.minimum), "le": int(lim.maximum), "multiple_of": lim.multiple_of}
         return {"ge": lim.minimum, "le": lim.maximum}
 
-    def optional(name: str, kind: type, description: str) -> Any:
+    def optional(name: str, kind: type, description: str | None) -> Any:
         return (Annotated[kind | None, Field(description=description, **bounds(name, kind))], None)
 
     return {
-        "id": (Annotated[int, Field(ge=MIN_ID, le=MAX_ID, description="The generation to repeat.")], ...),
-        "prompt": optional("prompt", str, "A new prompt (models that take one)."),
-        "negative_prompt": optional("negative_prompt", str, "A new negative prompt (\"\" for none; not "
-                                    "taken by flux-schnell)."),
-        "width": optional("width", int, "A new width in pixels."),
-        "height": optional("height", int, "A new height in pixels."),
-        "num_steps": optional("num_steps", int, "New diffusion steps (flux-schnell: 1-8)."),
-        "guidance_scale": optional("guidance_scale", float, "New guidance (not taken by flux-schnell)."),
-        "seed": optional("seed", int, "A new seed: the same arguments with another seed give a variation."),
-        "model": (Annotated[Literal[GENERATE_MODELS] | None, Field(description=(
-            "Another text-to-image model (only when repeating a text-to-image generation)."))], None),
+        "id": (Annotated[int, Field(ge=MIN_ID, le=MAX_ID)], ...),
+        "prompt": optional("prompt", str, None),
+        "negative_prompt": optional("negative_prompt", str, None),
+        "width": optional("width", int, None),
+        "height": optional("height", int, None),
+        "num_steps": optional("num_steps", int, None),
+        "guidance_scale": optional("guidance_scale", float, None),
+        "seed": optional("seed", int, None),
+        "model": (Annotated[Literal[GENERATE_MODELS] | None, Field()], None),
         "wait": WAIT_FIELD,
     }
 
@@ -142,7 +133,7 @@ def pix_regenerate_tool() -> Tool:
     return Tool(
         fn=pix_regenerate, name="pix_regenerate", title="Repeat a generation (Pixazo)",
         description=PIX_REGENERATE_DESCRIPTION, parameters=schema,
-        fn_metadata=FuncMetadata(arg_model=args, output_model=GenerationResult),
+        fn_metadata=FuncMetadata(arg_model=args, output_model=ImageOut),
         is_async=True, context_kwarg="ctx",
         annotations=ToolAnnotations(title="Repeat a generation", read_only_hint=False, destructive_hint=False,
                                     idempotent_hint=False, open_world_hint=True),

@@ -8,7 +8,7 @@ from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.lineage import CHILDREN_SHOWN, lineage
 from app.core.service import DOWNLOAD_FAILED, SUCCESS, GenerationService, Outcome
@@ -42,6 +42,38 @@ class GenerationResult(BaseModel):
         "against your daily budget, if you have one (pix_status)."))
     activity: str | None = Field(default=None, description="While PENDING: what the call is doing now.")
     elapsed_s: int | None = Field(default=None, description="While PENDING: seconds since the call was received.")
+
+
+class ImageOut(BaseModel):
+    # The output schema the image tools publish (no docstring: it would be published too): the fields an
+    # agent reads. The result carries more: prompt, parameters, model, operation, parent_id, cost_usd,
+    # created_at, image_mime, image_bytes, error, activity and elapsed_s while PENDING.
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    status: str
+    resource_uri: str | None = None
+    image_url: str | None = None
+
+
+class DetailOut(BaseModel):
+    # get_generation's published schema: the record's fields (GenerationRecord), its parent and children.
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    status: str
+    parent_id: int | None = None
+    parent: dict[str, Any] | None = None
+    children: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PageOut(BaseModel):
+    # list_generations' published schema: records like get_generation's, newest first.
+
+    generations: list[dict[str, Any]]
+    next_before_id: int | None = None
 
 
 class GenerationRecord(BaseModel):

@@ -12,12 +12,13 @@ from app.protocol.generate import pix_generate_tool
 from app.protocol.history import READ_ONLY, get_generation, list_generations, pix_status
 from app.protocol.jobs import pix_cancel, pix_wait
 from app.protocol.lineage import pix_regenerate_tool
+from app.protocol.schemas import compact_tools
 from app.protocol.uploads import upload_tools
 from app.settings import Settings
 
 
 def all_tools(settings: Settings) -> list[Tool]:
-    return stamp([
+    return compact_tools(stamp([
         pix_generate_tool(settings),
         *editing_tools(settings),
         pix_regenerate_tool(),
@@ -34,4 +35,4 @@ def all_tools(settings: Settings) -> list[Tool]:
                            annotations=READ_ONLY.model_copy(update={"title": "Server and quota status"})),
         *upload_tools(APP_ONLY),
         *app_tools(),
-    ])
+    ]))

@@ -20,11 +20,9 @@ from app.protocol.results import state_of
 
 
 class UploadLink(BaseModel):
-    """A one-time link for the person to upload an image with."""
-
-    upload_url: str = Field(description="Give this link to the person; it works once.")
-    id: int = Field(description="The generation id the upload will have (PENDING until the image arrives).")
-    expires_at: str = Field(description="When the link stops working (UTC, ISO 8601).")
+    upload_url: str  # for the person; it works once
+    id: int  # the upload's generation id (PENDING until the image arrives)
+    expires_at: str
 
 
 def _base_url(ctx: Context) -> str:
@@ -38,8 +36,8 @@ def _base_url(ctx: Context) -> str:
 
 
 async def pix_upload_link(ctx: Context) -> Annotated[CallToolResult, UploadLink]:
-    """A one-time link where the person uploads an image of their own (from a phone or a computer), to
-    edit it with the editing tools by its id. Give them the link, then call pix_wait with the id."""
+    """A one-time link for the person to upload their own image; give it to them, then pix_wait the id and edit
+    it by that id."""
     state = state_of(ctx)
     assert state.uploads is not None  # noqa: S101 - the lifespan always makes one
     made = await state.uploads.create_link(current_caller())
@@ -60,7 +58,7 @@ class AppUpload(BaseModel):
 
 async def pix_app_upload(
     ctx: Context,
-    data: Annotated[str, Field(description="The image, base64 (PNG, JPEG or WebP).")],
+    data: Annotated[str, Field(description="base64 PNG, JPEG or WebP")],
     name: Annotated[str, Field(max_length=256)] = "",
 ) -> Annotated[CallToolResult, AppUpload]:
     """(For the app.) An image the person chose in the app, kept as an upload of theirs."""

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
 THUMB_MAX_SIDE = 512
-THUMB_MAX_BYTES = 200 * 1024
+THUMB_MAX_BYTES = 40 * 1024  # an inline thumbnail is paid for in the agent's context: it renders well at this
 THUMB_MIME = "image/jpeg"
 # What a failed decode looks like in Pillow (a damaged file, or one over MAX_IMAGE_PIXELS).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -94,14 +94,15 @@ def make_thumbnail(source: Path | bytes) -> bytes:
             work = work.reduce(factor)
         if max(work.size) > THUMB_MAX_SIDE:
             work.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE), reducing_gap=None)
-        rgb = work if work.mode == "RGB" else work.convert("RGB")
+        rgb = _on_checkerboard(work) if work.mode in ("RGBA", "LA") else (
+            work if work.mode == "RGB" else work.convert("RGB"))
     side = THUMB_MAX_SIDE
     while True:
         thumb = rgb
         if max(rgb.size) > side:
             thumb = rgb.copy()
             thumb.thumbnail((side, side))
-        for quality in (80, 65, 50, 35):
+        for quality in (80, 70, 60, 50, 40):
             out = io.BytesIO()
             thumb.save(out, format="JPEG", quality=quality)
             if out.tell() <= THUMB_MAX_BYTES:
@@ -128,6 +129,18 @@ def make_display(source: Path | bytes) -> tuple[bytes, str]:
         return out.getvalue(), "image/png"
     work.save(out, format="JPEG", quality=85)
     return out.getvalue(), "image/jpeg"
+
+
+def _on_checkerboard(img: Image.Image, square: int = 16) -> Image.Image:
+    """A transparent image over the usual grey-and-white squares (a JPEG has no transparency, and black
+    would hide a cut-out's edges)."""
+    board = Image.new("RGB", img.size, (255, 255, 255))
+    grey = Image.new("RGB", (square, square), (204, 204, 204))
+    for y in range(0, img.height, square):
+        for x in range((y // square) % 2 * square, img.width, 2 * square):
+            board.paste(grey, (x, y))
+    board.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+    return board
 
 
 def thumbnail_key(name: str) -> str:

@@ -92,6 +92,22 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
+async def demo_simulator(settings: Settings) -> Simulator:
+    """The demo's Pixazo: on the port after the server's, so that images made before a restart (their
+    Pixazo URLs point at it; its images are drawn from their names) still load and can be edited."""
+    port = settings.port + 1 if 0 < settings.port < 65535 else 0
+    sim = Simulator(latency=2.0, host="127.0.0.1", port=port)
+    try:
+        await sim.start()
+    except OSError:
+        logger.warning("demo mode: port %d is taken; the simulator takes a free one (earlier demo images' "
+                       "Pixazo links will not load after a restart)", port)
+        await sim.stop()
+        sim = Simulator(latency=2.0)
+        await sim.start()
+    return sim
+
+
 def create_app(settings: Settings) -> Starlette:
     """The whole server. Raises ConfigError when the settings would expose it unsafely."""
     tokens = load_tokens(settings)
@@ -139,7 +155,8 @@ def create_app(settings: Settings) -> Starlette:
         async with AsyncExitStack() as stack:
             effective = settings
             if settings.demo:
-                sim = await stack.enter_async_context(Simulator(latency=2.0))
+                sim = await demo_simulator(settings)
+                stack.push_async_callback(sim.stop)
                 effective = settings.model_copy(update={
                     "base_url": sim.url, "api_key": settings.api_key or SecretStr("demo-key"),
                     "allowed_image_hosts": [*settings.allowed_image_hosts, sim.host],
