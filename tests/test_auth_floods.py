@@ -22,7 +22,7 @@ from app.identity.signin import MAX_TOKEN_FAILURES
 from app.pixazo.simulator import Simulator
 from tests.conftest import LiveServer, free_port, live_server, make_settings
 from tests.oauth_helpers import Grant, Person, oauth_rows
-from tests.test_oauth_cimd import DocumentServer, docs, document  # noqa: F401 - docs is a fixture
+from tests.test_oauth_cimd import DocumentServer, docs, document  # docs is a fixture
 
 ALICE = "alice-team-token-0123456789"
 TOKENS = SecretStr(f"alice:{ALICE}")
@@ -177,7 +177,7 @@ async def mcp_status_from(http: httpx2.AsyncClient, base: str, token: str, addre
 
 @pytest.fixture
 async def cimd_server(tmp_path: Path, sim: Simulator,
-                      docs: tuple[DocumentServer, Path]) -> AsyncIterator[LiveServer]:  # noqa: F811
+                      docs: tuple[DocumentServer, Path]) -> AsyncIterator[LiveServer]:
     port = free_port()
     settings = make_settings(tmp_path, sim.url, auth_tokens=TOKENS, public_url=f"http://127.0.0.1:{port}",
                              oauth_ca_file=docs[1], oauth_metadata_loopback_hosts=["localhost", "127.0.0.1"])
@@ -186,7 +186,7 @@ async def cimd_server(tmp_path: Path, sim: Simulator,
 
 
 async def test_slow_documents_do_not_starve_other_sign_ins_and_a_timeout_is_not_cached(
-        cimd_server: LiveServer, docs: tuple[DocumentServer, Path]) -> None:  # noqa: F811
+        cimd_server: LiveServer, docs: tuple[DocumentServer, Path]) -> None:
     """Point 5: 40 slow documents made legitimate sign-ins fail as "Client ID not found", cached 10 s."""
     doc_server, _ = docs
     for i in range(40):
@@ -223,7 +223,7 @@ async def test_slow_documents_do_not_starve_other_sign_ins_and_a_timeout_is_not_
 
 
 async def test_documents_add_no_client_until_someone_signs_in_and_one_address_is_bounded(
-        cimd_server: LiveServer, docs: tuple[DocumentServer, Path]) -> None:  # noqa: F811
+        cimd_server: LiveServer, docs: tuple[DocumentServer, Path]) -> None:
     """Point 5: 200 distinct document URLs added 200 client rows in 1.2 s, never expiring."""
     doc_server, _ = docs
     urls = [doc_server.url(f"/app-{i}.json") for i in range(30)]

@@ -4,26 +4,18 @@ internet is refused before anything is recorded or sent to Pixazo, through the r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app.pixazo.gateway import EDITORS
 from app.pixazo.simulator import Simulator
 from app.settings import Settings
-from tests.conftest import in_memory_client, make_settings, rows
+from tests.conftest import make_settings, rows
+from tests.test_editing import call, settings  # the editing tests' settings (a fixture) and one-call client
 
 NOTHING_DONE = "Nothing was recorded or sent to Pixazo."
 
 
-@pytest.fixture
-def settings(tmp_path: Path, sim: Simulator) -> Settings:
-    return make_settings(tmp_path, sim.url, poll_base_s=0.02, poll_cap_s=0.05, max_retries=0)
-
-
-async def call(settings: Settings, tool: str, arguments: dict[str, Any]) -> Any:
-    async with in_memory_client(settings) as client:
-        return await client.call_tool(tool, arguments)
 
 
 @pytest.mark.parametrize(("image", "why"), [

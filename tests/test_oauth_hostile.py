@@ -12,19 +12,17 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin
 
 import httpx2
 import pytest
 from aiohttp import web
-from pydantic import SecretStr
 
 from app.identity.attempts import client_key
 from app.pixazo.simulator import Simulator
-from app.settings import Settings
-from tests.conftest import LiveServer, free_port, live_server, make_settings, store_for
+from tests.conftest import LiveServer, free_port, live_server, store_for
 from tests.oauth_helpers import Grant, oauth_rows
+from tests.test_oauth import http, oauth_settings, server  # the OAuth tests' server and client (fixtures)
 from tests.test_oauth_cimd import DocumentServer, document, make_ca_and_leaf
 
 ALICE = "alice-team-token-0123456789"
@@ -33,24 +31,6 @@ USERINFO_REDIRECT = "https://claude.ai@evil.example/cb"
 # "Claude" followed by reversed text read as something else.
 ESC = "\x1b[2J\x1b]0;pwned\x07"
 BIDI = "\u202e\u2066\u200f\u061c"
-
-
-def oauth_settings(tmp_path: Path, sim: Simulator, port: int, **overrides: Any) -> Settings:
-    return make_settings(tmp_path, sim.url, auth_tokens=SecretStr(f"alice:{ALICE}"),
-                         public_url=f"http://127.0.0.1:{port}", **overrides)
-
-
-@pytest.fixture
-async def server(tmp_path: Path, sim: Simulator) -> AsyncIterator[LiveServer]:
-    port = free_port()
-    async with live_server(oauth_settings(tmp_path, sim, port), port=port) as live:
-        yield live
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=30) as client:
-        yield client
 
 
 def forwarded(address: str) -> dict[str, str]:

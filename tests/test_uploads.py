@@ -26,7 +26,7 @@ from playwright.async_api import Browser
 from app.pixazo.gateway import EDITORS
 from app.pixazo.simulator import Simulator
 from tests.conftest import TEST_KEY, free_port, needs_chromium
-from tests.test_oauth_cimd import DocumentServer, docs  # noqa: F401 - docs is a fixture (an https server, a test CA)
+from tests.test_oauth_cimd import DocumentServer, docs  # docs: a fixture (an https server, a test CA)
 from tests.test_process import server_process
 
 pytestmark = pytest.mark.timeout(180)
@@ -185,7 +185,7 @@ async def test_a_data_uri_becomes_an_upload_and_the_parent_of_the_edit(tmp_path:
 
 
 async def test_a_chatgpt_file_parameter_is_fetched_under_the_outbound_rules(
-        tmp_path: Path, docs: tuple[DocumentServer, Path]) -> None:  # noqa: F811
+        tmp_path: Path, docs: tuple[DocumentServer, Path]) -> None:
     doc_server, ca_pem = docs
     data = photo()
     doc_server.documents["/file.jpg"] = data

@@ -27,7 +27,7 @@ from app.core.masks import MAX_MASK_BYTES, MaskProblem, keep_mask
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.protocol.editing import resolve_input, run_edit
-from app.protocol.results import ImageOut, state_of
+from app.protocol.results import ImageOut, state_of, visible
 from app.storage.images import THUMB_MIME
 from app.storage.records import MAX_ID, MIN_ID
 
@@ -72,11 +72,7 @@ async def pix_app_image(
     size: Literal["thumb", "display"] = "display",
 ) -> Annotated[CallToolResult, AppImage]:
     """(App only.) A stored image at display size, or its thumbnail."""
-    state, viewer = state_of(ctx), current_caller()
-    try:
-        gen = await state.service.get(id, viewer)
-    except NotFoundError as exc:
-        raise ToolError(str(exc)) from None
+    state, gen = state_of(ctx), await visible(ctx, id)
     if not gen.image_path:
         raise ToolError(f"Generation {id} has no stored image ({gen.status}).")
     images = state.service.images

@@ -10,9 +10,16 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from app import __version__
-from app.errors import NotFoundError
 from app.identity.tokens import current_caller
-from app.protocol.results import DetailOut, GenerationPage, GenerationRecord, PageOut, generation_detail, state_of
+from app.protocol.results import (
+    DetailOut,
+    GenerationPage,
+    GenerationRecord,
+    PageOut,
+    generation_detail,
+    state_of,
+    visible,
+)
 from app.storage.records import MAX_ID, MIN_ID
 from app.storage.statuses import KNOWN_STATUSES, is_known
 
@@ -53,11 +60,7 @@ def _short(prompt: str, chars: int = 60) -> str:
 async def get_generation(ctx: Context, id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
                          ) -> Annotated[CallToolResult, DetailOut]:
     """One generation: prompt, parameters, status, image, model, operation, cost, `parent` and `children`."""
-    service, viewer = state_of(ctx).service, current_caller()
-    try:
-        gen = await service.get(id, viewer)
-    except NotFoundError as exc:
-        raise ToolError(str(exc)) from None
+    service, viewer, gen = state_of(ctx).service, current_caller(), await visible(ctx, id)
     detail = await generation_detail(service, gen, viewer)
     text = (f"Generation {gen.id}: {gen.status}, {gen.operation} with {gen.model}"
             + (f", made from {gen.parent_id}" if gen.parent_id else "") + (f", image {gen.resource_uri}"

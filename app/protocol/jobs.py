@@ -23,7 +23,6 @@ from app.core.background import Running
 from app.core.requests import GenerationRequest
 from app.core.service import CANCELLED, Outcome
 from app.core.state import AppState
-from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.protocol.calllog import CALL_INFO
 from app.protocol.results import (
@@ -33,6 +32,7 @@ from app.protocol.results import (
     outcome_of,
     pending_result,
     state_of,
+    visible,
 )
 from app.storage.records import MAX_ID, MIN_ID, PENDING, Generation
 
@@ -182,11 +182,7 @@ async def pix_wait(
 ) -> Annotated[CallToolResult, ImageOut]:
     """Wait for a generation (one answered PENDING, or whose call your client gave up on) and answer as its
     call would have, or PENDING again."""
-    state, viewer = state_of(ctx), current_caller()
-    try:
-        gen = await state.service.get(id, viewer)
-    except NotFoundError as exc:
-        raise ToolError(str(exc)) from None
+    state, viewer, gen = state_of(ctx), current_caller(), await visible(ctx, id)
     bound = state.settings.answer_within_s
     wait_s = bound if timeout_s is None else min(timeout_s, bound)
     running = state.background.running(id) if state.background is not None else None
@@ -222,11 +218,7 @@ async def pix_cancel(
     id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
 ) -> Annotated[CallToolResult, CancelResult]:
     """Stop a generation still running; says whether Pixazo may still charge for it."""
-    state, viewer = state_of(ctx), current_caller()
-    try:
-        gen = await state.service.get(id, viewer)
-    except NotFoundError as exc:
-        raise ToolError(str(exc)) from None
+    state, gen = state_of(ctx), await visible(ctx, id)
     if gen.status != PENDING:
         raise ToolError(f"Generation {id} already ended ({gen.status}): there is nothing to cancel.")
     if state.background is not None:

@@ -7,12 +7,15 @@ import base64
 from typing import Any
 
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.lineage import CHILDREN_SHOWN, lineage
 from app.core.service import DOWNLOAD_FAILED, SUCCESS, GenerationService, Outcome
 from app.core.state import AppState
+from app.errors import NotFoundError
+from app.identity.tokens import current_caller
 from app.storage.images import THUMB_MIME
 from app.storage.records import PENDING, Generation
 
@@ -237,3 +240,12 @@ def pending_result(gen: Generation, activity: str, elapsed_s: int, wait_s: float
             f"(each call waits up to {wait_s:g} s); do not call this tool again for it, which would make and "
             f"pay for another image. pix_cancel with id {gen.id} stops it.")
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+async def visible(ctx: Context, gen_id: int, refusal_suffix: str = "") -> Generation:
+    """The generation the calling caller may see (PIXAZO_HISTORY_VISIBILITY), or a ToolError that reads
+    like a missing one."""
+    try:
+        return await state_of(ctx).service.get(gen_id, current_caller())
+    except NotFoundError as exc:
+        raise ToolError(f"{exc}{refusal_suffix}") from None
