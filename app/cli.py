@@ -55,6 +55,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdio(args: argparse.Namespace) -> int:
+    """The same tools and resources over stdio, for one person on their own machine: the caller is
+    `local`, no tokens, records and images in the local database and directory. Nothing but the protocol
+    on stdout (logs go to stderr). OAuth, the gallery, upload links and signed links are HTTP things:
+    off here (the tools that need them say so)."""
+    from contextlib import AsyncExitStack
+
+    from app.identity.tokens import LOCAL_CALLER
+    from app.logs import configure_logging
+    from app.protocol.server import build_server
+    from app.web.app import start_demo
+
+    settings = Settings.load(**({"demo": True} if args.demo else {}))
+    settings = settings.model_copy(update={"public_url": None})  # nothing here is reachable from outside
+    check_paths(settings)
+    configure_logging(settings.log_format, [s.get_secret_value() for s in (settings.api_key,) if s is not None],
+                      stream=sys.stderr)
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            effective = await start_demo(settings, stack) if settings.demo else settings
+            LOCAL_CALLER.set("local")
+            await build_server(effective).run_stdio_async()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
 async def _serve_simulator(host: str, port: int, latency: float, api_key: str | None) -> None:
     from app.pixazo.gateway import SDXL_PATH
     from app.pixazo.simulator import Simulator
@@ -195,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default: PIXAZO_PORT or 8000)")
     serve.add_argument("--demo", action="store_true", help="generate with the built-in Pixazo simulator")
     serve.set_defaults(func=_serve)
+
+    stdio = sub.add_parser("stdio", help="serve over stdio, for one person on their own machine (Claude Desktop, "
+                           "Claude Code, Cursor)")
+    stdio.add_argument("--demo", action="store_true", help="generate with the built-in Pixazo simulator")
+    stdio.set_defaults(func=_stdio)
 
     sim = sub.add_parser("simulator", help="run the Pixazo simulator alone")
     sim.add_argument("--host", default="127.0.0.1")

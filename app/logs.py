@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and becomes a JSON field.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -71,9 +71,12 @@ class SecretFilter(logging.Filter):
         return True
 
 
-def configure_logging(fmt: str = "auto", secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
-    handler = logging.StreamHandler(sys.stdout)
+def configure_logging(fmt: str = "auto", secrets: Iterable[str] = (), level: int = logging.INFO,
+                      stream: TextIO | None = None) -> None:
+    """Log lines to `stream` (stdout by default; stderr under stdio, where stdout is the protocol's)."""
+    stream = stream or sys.stdout
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     handler.addFilter(SecretFilter(secrets))
     root = logging.getLogger()

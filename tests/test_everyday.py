@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -92,8 +93,20 @@ async def test_refusals_read_as_one_plain_sentence(tmp_path: Path, tool: str, ar
     assert result.content[0].text == text  # type: ignore[union-attr]
 
 
+def port_pair() -> int:
+    """A free port whose next port is free too (the demo's simulator takes the server's port + 1)."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 async def test_the_demo_survives_a_restart_and_never_talks_of_charges(tmp_path: Path) -> None:
-    port = free_port()
+    port = port_pair()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIXAZO_")},
            "PIXAZO_DB_PATH": str(tmp_path / "pixazo.db"), "PIXAZO_IMAGE_DIR": str(tmp_path / "images"),
            "PIXAZO_SECRETS_DIR": str(tmp_path / "none"), "PIXAZO_POLL_BASE_S": "0.1", "PIXAZO_POLL_CAP_S": "0.3"}

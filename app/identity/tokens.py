@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from contextvars import ContextVar
 from pathlib import Path
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -112,10 +113,15 @@ class TeamTokenVerifier(TokenVerifier):
         return found.client_id
 
 
+# The caller when nobody authenticates: None on an open HTTP server (anonymous), "local" under stdio
+# (one person on their own machine).
+LOCAL_CALLER: ContextVar[str | None] = ContextVar("pixazo_local_caller", default=None)
+
+
 def current_caller() -> str | None:
-    """The authenticated caller of the MCP request being handled (None when anonymous)."""
+    """The authenticated caller of the MCP request being handled (LOCAL_CALLER when nobody authenticates)."""
     token = get_access_token()
     if token is None:
-        return None
+        return LOCAL_CALLER.get()
     # An OAuth token's client is the app (Claude, ChatGPT...); the caller is the person who signed in.
     return token.subject or token.client_id

@@ -25,14 +25,16 @@ class UploadLink(BaseModel):
     expires_at: str
 
 
-def _base_url(ctx: Context) -> str:
+def _base_url(ctx: Context) -> str | None:
+    """Where a person's browser reaches this server: PIXAZO_PUBLIC_URL, else the address the request
+    came to; None over stdio (no address at all)."""
     state = state_of(ctx)
     if state.settings.public_url:
         return state.settings.public_url.rstrip("/")
     request: Any = ctx.request_context.request
     if request is not None and hasattr(request, "base_url"):
         return str(request.base_url).rstrip("/")
-    return f"http://{state.settings.host}:{state.settings.port}"
+    return None
 
 
 async def pix_upload_link(ctx: Context) -> Annotated[CallToolResult, UploadLink]:
@@ -40,10 +42,14 @@ async def pix_upload_link(ctx: Context) -> Annotated[CallToolResult, UploadLink]
     it by that id."""
     state = state_of(ctx)
     assert state.uploads is not None  # noqa: S101 - the lifespan always makes one
+    base = _base_url(ctx)
+    if base is None:
+        raise ToolError("Upload links need the HTTP server (pixazo-mcp serve): a link is an address a browser "
+                        "opens. Here, give an image as a data: URI (data:image/png;base64,...) to the editing tools.")
     made = await state.uploads.create_link(current_caller())
     if isinstance(made, str):
         raise ToolError(made)
-    url = _base_url(ctx) + UPLOAD_PATH.format(token=made.token)
+    url = base + UPLOAD_PATH.format(token=made.token)
     expires = datetime.fromtimestamp(made.expires_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     text = (f"Give the person this link to upload their image: {url}\nIt works once, until {expires}. The upload "
             f"will be generation {made.generation.id}: call pix_wait with id {made.generation.id} to know when it "

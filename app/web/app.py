@@ -108,6 +108,17 @@ async def demo_simulator(settings: Settings) -> Simulator:
     return sim
 
 
+async def start_demo(settings: Settings, stack: AsyncExitStack) -> Settings:
+    """The demo's simulator, stopped with `stack`, and the settings that point the server at it."""
+    sim = await demo_simulator(settings)
+    stack.push_async_callback(sim.stop)
+    logger.warning("demo mode: generating with the built-in Pixazo simulator at %s", sim.url)
+    return settings.model_copy(update={
+        "base_url": sim.url, "api_key": settings.api_key or SecretStr("demo-key"),
+        "allowed_image_hosts": [*settings.allowed_image_hosts, sim.host],
+    })
+
+
 def create_app(settings: Settings) -> Starlette:
     """The whole server. Raises ConfigError when the settings would expose it unsafely."""
     tokens = load_tokens(settings)
@@ -155,13 +166,7 @@ def create_app(settings: Settings) -> Starlette:
         async with AsyncExitStack() as stack:
             effective = settings
             if settings.demo:
-                sim = await demo_simulator(settings)
-                stack.push_async_callback(sim.stop)
-                effective = settings.model_copy(update={
-                    "base_url": sim.url, "api_key": settings.api_key or SecretStr("demo-key"),
-                    "allowed_image_hosts": [*settings.allowed_image_hosts, sim.host],
-                })
-                logger.warning("demo mode: generating with the built-in Pixazo simulator at %s", sim.url)
+                effective = await start_demo(settings, stack)
             elif settings.api_key is None:
                 logger.warning("PIXAZO_API_KEY is not set: pix_generate will fail until it is")
             runtime.state = await stack.enter_async_context(open_state(effective))
