@@ -121,3 +121,25 @@ async def test_the_inspector_cli_drives_it_over_stdio(tmp_path: Path) -> None:
     assert made["structuredContent"]["status"] == "SUCCESS"  # type: ignore[index]
     with sqlite3.connect(tmp_path / "pixazo.db") as conn:
         assert conn.execute("SELECT caller, prompt FROM generations").fetchall() == [("local", "a cup of tea")]
+
+
+async def test_the_server_and_each_tool_family_have_an_icon(tmp_path: Path) -> None:
+    """Issue 24: icons as data URIs (VS Code shows them), each a well-formed SVG."""
+    import xml.etree.ElementTree as ET
+    from urllib.parse import unquote
+
+    from tests.conftest import in_memory_client, make_settings
+
+    async with in_memory_client(make_settings(tmp_path)) as client:
+        listed = await client.list_tools()
+    tools = {t.name: t for t in listed.tools}
+    # serverInfo, as the SDK stamps it on every result (both protocol eras carry it there).
+    info = listed.meta["io.modelcontextprotocol/serverInfo"]  # type: ignore[index]
+    icons = {name: tool.icons[0].src for name, tool in tools.items() if tool.icons}
+    assert set(icons) >= {"pix_generate", "pix_upscale", "list_generations", "pix_wait", "pix_upload_link"}
+    assert icons["pix_generate"] == icons["pix_regenerate"] != icons["pix_upscale"] == icons["pix_inpaint"]
+    assert info["icons"][0]["src"].startswith("data:image/svg+xml,")
+    for src in {*icons.values(), info["icons"][0]["src"]}:
+        assert src.startswith("data:image/svg+xml,")
+        assert "#" not in src  # a raw '#' would end the URI (a fragment)
+        assert ET.fromstring(unquote(src.split(",", 1)[1])).tag.endswith("svg")  # noqa: S314 - our own SVG

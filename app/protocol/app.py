@@ -27,7 +27,7 @@ from app.core.masks import MAX_MASK_BYTES, MaskProblem, keep_mask
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.protocol.editing import resolve_input, run_edit
-from app.protocol.results import ImageOut, state_of, visible
+from app.protocol.results import state_of, visible
 from app.storage.images import THUMB_MIME
 from app.storage.records import MAX_ID, MIN_ID
 
@@ -70,7 +70,7 @@ async def pix_app_image(
     ctx: Context,
     id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
     size: Literal["thumb", "display"] = "display",
-) -> Annotated[CallToolResult, AppImage]:
+) -> CallToolResult:
     """(App only.) A stored image at display size, or its thumbnail."""
     state, gen = state_of(ctx), await visible(ctx, id)
     if not gen.image_path:
@@ -90,7 +90,7 @@ async def pix_app_inpaint(
     mask: Annotated[str, Field(max_length=MAX_MASK_BYTES * 4 // 3 + 4, description="base64 PNG")],
     prompt: Annotated[str, Field(min_length=1, max_length=2000)],
     wait: bool = False,
-) -> Annotated[CallToolResult, ImageOut]:
+) -> CallToolResult:
     """(App only.) pix_inpaint with a mask painted in the app."""
     state, viewer = state_of(ctx), current_caller()
     try:

@@ -30,7 +30,7 @@ from app.protocol.results import ImageOut, state_of
 from app.settings import Settings
 
 IMAGE_HELP = "Generation id (an upload's too), pixazo:// image URI, public https URL, or data: URI."
-EXTRAS_HELP = "Unknown arguments are kept with the record (at most {count}), never sent."
+EXTRAS_HELP = "Extra arguments are recorded (at most {count}), not sent."
 
 
 class _EditArgsBase(CatalogueArgs):

@@ -20,9 +20,8 @@ from app.protocol.jobs import WAIT_FIELD, run_request
 from app.protocol.results import ImageOut, state_of
 from app.settings import Settings
 
-PIX_GENERATE_DESCRIPTION = """Generate an image from a text prompt with one of Pixazo's models ({models}); usually \
-10-30 s. Every call is recorded. Unknown arguments are kept with the record (at most {count}, {size} bytes in all, \
-{depth} deep), never sent."""
+PIX_GENERATE_DESCRIPTION = """An image from a prompt with Pixazo ({models}); 10-30 s. Extra arguments are \
+recorded (at most {count}, {size} bytes in all, {depth} deep), not sent."""
 
 
 class _PixGenerateArgsBase(CatalogueArgs):

@@ -29,7 +29,7 @@ async def list_generations(
     limit: Annotated[int, Field(ge=1, le=100)] = 20,
     status: Annotated[str | None, Field(max_length=40, description="e.g. SUCCESS, PENDING, HTTP_429.")] = None,
     query: Annotated[str | None, Field(max_length=500, description="Words the prompt must contain.")] = None,
-    before_id: Annotated[int | None, Field(ge=MIN_ID, le=MAX_ID, description="For the next page.")] = None,
+    before_id: Annotated[int | None, Field(ge=MIN_ID, le=MAX_ID)] = None,
     caller: Annotated[str | None, Field(max_length=64)] = None,
 ) -> Annotated[CallToolResult, PageOut]:
     """Recorded generations, newest first, filtered by status, caller or prompt words."""
@@ -59,7 +59,7 @@ def _short(prompt: str, chars: int = 60) -> str:
 
 async def get_generation(ctx: Context, id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
                          ) -> Annotated[CallToolResult, DetailOut]:
-    """One generation: prompt, parameters, status, image, model, operation, cost, `parent` and `children`."""
+    """One generation, with its `parent` and `children`."""
     service, viewer, gen = state_of(ctx).service, current_caller(), await visible(ctx, id)
     detail = await generation_detail(service, gen, viewer)
     text = (f"Generation {gen.id}: {gen.status}, {gen.operation} with {gen.model}"
@@ -93,15 +93,14 @@ class StatusResult(BaseModel):
     version: str
 
 
-async def pix_status(ctx: Context) -> StatusResult:
-    """Your remaining limits and budget today, and whether Pixazo is reachable (cheap: call it before a
-    batch)."""
+async def pix_status(ctx: Context) -> CallToolResult:
+    """Your limits and budget left today, and whether Pixazo is reachable."""
     service = state_of(ctx).service
     caller = current_caller()
     remaining = await service.limits.remaining(caller)
     spend = await service.limits.spend(caller)
     minute, daily = remaining.get("per_minute"), remaining.get("daily")
-    return StatusResult(
+    status = StatusResult(
         caller=caller,
         per_minute=LimitState.model_validate(minute).model_dump() if minute else None,
         daily=LimitState.model_validate(daily).model_dump() if daily else None,
@@ -110,6 +109,13 @@ async def pix_status(ctx: Context) -> StatusResult:
         api_key_configured=service.client.has_key, calls_in_flight=service.cap.in_flight,
         calls_queued=service.cap.waiting, version=__version__,
     )
+    # No published output schema (tools/list is paid for in every conversation): the text says it all,
+    # and structuredContent carries StatusResult's fields.
+    budget = ("no budget" if status.daily_budget_usd is None
+              else f"${status.budget_remaining_usd:g} of ${status.daily_budget_usd:g} left today")
+    text = (f"Caller {status.caller or 'anonymous'}: spent ${status.spent_today_usd:g} today ({budget}); Pixazo "
+            f"breaker {status.breaker}; {status.calls_in_flight} call(s) in flight, {status.calls_queued} queued.")
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=status.model_dump())
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,

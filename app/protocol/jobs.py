@@ -36,7 +36,7 @@ from app.protocol.results import (
 )
 from app.storage.records import MAX_ID, MIN_ID, PENDING, Generation
 
-WAIT_HELP = "false: answer at once (PENDING); collect with pix_wait."
+WAIT_HELP = "false: answer at once (PENDING); then pix_wait."
 WAIT_FIELD: Any = (Annotated[bool, Field(description=WAIT_HELP)], True)
 
 
@@ -177,8 +177,7 @@ class CancelResult(BaseModel):
 async def pix_wait(
     ctx: Context,
     id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
-    timeout_s: Annotated[float | None, Field(ge=0, le=3600, description="Default and cap: the server's bound.")
-                         ] = None,
+    timeout_s: Annotated[float | None, Field(ge=0, le=3600, description="Capped by the server.")] = None,
 ) -> Annotated[CallToolResult, ImageOut]:
     """Wait for a generation (one answered PENDING, or whose call your client gave up on) and answer as its
     call would have, or PENDING again."""
@@ -216,7 +215,7 @@ async def _await_row(ctx: Context, state: AppState, gen: Generation, wait_s: flo
 async def pix_cancel(
     ctx: Context,
     id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
-) -> Annotated[CallToolResult, CancelResult]:
+) -> CallToolResult:
     """Stop a generation still running; says whether Pixazo may still charge for it."""
     state, gen = state_of(ctx), await visible(ctx, id)
     if gen.status != PENDING:

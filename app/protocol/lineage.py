@@ -26,9 +26,8 @@ from app.storage.records import MAX_ID, MIN_ID
 NOTHING_DONE = "Nothing was recorded or sent to Pixazo."
 ARGUMENTS = ("id", *OVERRIDABLE, "model", "wait")
 
-PIX_REGENERATE_DESCRIPTION = """Repeat a generation (`id`) with the arguments you give changed: a new seed \
-makes a variation; `model` may switch a text-to-image one. Edits repeat with their input image. The new one's \
-parent_id is `id`."""
+PIX_REGENERATE_DESCRIPTION = """Repeat generation `id` with the arguments given changed (a new seed: a \
+variation; `model`: another text-to-image model). Its parent_id is `id`."""
 
 
 class _RegenerateArgsBase(ArgModelBase):

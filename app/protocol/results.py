@@ -49,7 +49,7 @@ class GenerationResult(BaseModel):
 
 class ImageOut(BaseModel):
     # The output schema the image tools publish (no docstring: it would be published too): the fields an
-    # agent reads. The result carries more: prompt, parameters, model, operation, parent_id, cost_usd,
+    # agent reads. The result carries more: image_url, prompt, parameters, model, operation, parent_id, cost_usd,
     # created_at, image_mime, image_bytes, error, activity and elapsed_s while PENDING.
 
     model_config = ConfigDict(extra="allow")
@@ -57,7 +57,6 @@ class ImageOut(BaseModel):
     id: int
     status: str
     resource_uri: str | None = None
-    image_url: str | None = None
 
 
 class DetailOut(BaseModel):

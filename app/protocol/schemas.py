@@ -11,6 +11,7 @@ from typing import Any
 
 from mcp.server.mcpserver.tools.base import Tool
 
+from app.protocol.icons import FAMILIES, icon
 from app.protocol.refusals import as_pixazo_tool
 
 
@@ -42,6 +43,8 @@ def compact(schema: Any) -> Any:
 def compact_tools(tools: list[Tool]) -> list[Tool]:
     tools = [as_pixazo_tool(tool) for tool in tools]  # plain refusals (app.protocol.refusals)
     for tool in tools:
+        if tool.name in FAMILIES:
+            tool.icons = [icon(FAMILIES[tool.name])]
         tool.parameters = compact(tool.parameters)
         if tool.annotations is not None and tool.annotations.title is not None:
             tool.annotations = tool.annotations.model_copy(update={"title": None})  # the tool's own title says it

@@ -22,6 +22,7 @@ from app.identity.oauth import AuthorizationServer
 from app.identity.tokens import SCOPE, TeamTokenVerifier, current_caller
 from app.protocol.app import apps_extension
 from app.protocol.calllog import ToolCallLog
+from app.protocol.icons import icon
 from app.protocol.results import generation_detail, state_of
 from app.protocol.tools import all_tools
 from app.settings import Settings
@@ -86,6 +87,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
         lifespan=lifespan,
         middleware=[ToolCallLog(settings.log_prompt_chars)],
         extensions=[apps_extension()],
+        icons=[icon("server")],
         # With the authorization server on, /mcp takes its tokens and the team's static ones side by side.
         token_verifier=oauth.verifier(verifier) if oauth is not None else verifier,
         auth=oauth.auth_settings() if oauth is not None else None if verifier is None else AuthSettings(

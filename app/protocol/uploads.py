@@ -37,9 +37,8 @@ def _base_url(ctx: Context) -> str | None:
     return None
 
 
-async def pix_upload_link(ctx: Context) -> Annotated[CallToolResult, UploadLink]:
-    """A one-time link for the person to upload their own image; give it to them, then pix_wait the id and edit
-    it by that id."""
+async def pix_upload_link(ctx: Context) -> CallToolResult:
+    """A one-time link for the person to upload their own image; then pix_wait its id and edit by that id."""
     state = state_of(ctx)
     assert state.uploads is not None  # noqa: S101 - the lifespan always makes one
     base = _base_url(ctx)
@@ -66,8 +65,8 @@ async def pix_app_upload(
     ctx: Context,
     data: Annotated[str, Field(description="base64 PNG, JPEG or WebP")],
     name: Annotated[str, Field(max_length=256)] = "",
-) -> Annotated[CallToolResult, AppUpload]:
-    """(For the app.) An image the person chose in the app, kept as an upload of theirs."""
+) -> CallToolResult:
+    """(App only.) Keep an image as an upload."""
     state = state_of(ctx)
     assert state.uploads is not None  # noqa: S101 - the lifespan always makes one
     if len(data) > state.uploads.max_bytes * 4 // 3 + 4:

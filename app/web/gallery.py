@@ -26,12 +26,14 @@ from app.errors import NotFoundError
 from app.identity.sessions import SESSION_TTL_S, end_session, session_caller, start_session
 from app.identity.tokens import TeamTokenVerifier
 from app.net import is_http_url
+from app.protocol.icons import data_uri
 from app.protocol.server import Runtime
 from app.settings import Settings
 from app.storage.images import ImageStore
 from app.storage.records import Generation, parse_generation_id
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.globals["server_icon"] = data_uri("server")  # the same icon as the MCP server's
 # `{% if url is http_url %}`: a link only for http(s), whatever an old row holds.
 TEMPLATES.env.tests["http_url"] = is_http_url
 
@@ -53,7 +55,7 @@ SESSION_KEY = "sid"  # the session's id (app.identity.sessions); the cookie hold
 
 # Pages render only our own markup, images and one inline script: nothing else may load or frame them.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+    "Content-Security-Policy": ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
                                 "script-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
                                 "base-uri 'none'"),
     "X-Content-Type-Options": "nosniff",
