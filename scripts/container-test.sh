@@ -10,7 +10,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
 DIR="${PIXAZO_PODMAN_DIR:-/var/cache/pixazo-mcp-podman}"
-BASE=localhost/pixazo-python-base:bookworm
+DEBIAN=localhost/debian-clean:bookworm  # debootstrap's minbase without its .debs, docs and locales
+BASE=localhost/pixazo-python-build:bookworm
+RUNTIME=localhost/pixazo-python-runtime:bookworm
+MAX_IMAGE_MB=300
 IMAGE=localhost/pixazo-mcp:test
 NAME="pixazo-ct-$$"
 VOLUME="pixazo-ct-data-$$"
@@ -50,22 +53,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! podman image exists "$BASE"; then
-  if ! podman image exists localhost/debian:bookworm; then
+if ! podman image exists "$DEBIAN"; then
     log "bootstrapping a Debian bookworm root file system"
     rm -rf "$DIR/rootfs"
     debootstrap --variant=minbase bookworm "$DIR/rootfs" http://deb.debian.org/debian >"$DIR/debootstrap.log" 2>&1
+    # debootstrap leaves its .debs (about 120 MB) and the docs and locales behind: no image needs them.
+    rm -rf "$DIR/rootfs/var/cache/apt/archives/"*.deb "$DIR/rootfs/usr/share/doc" "$DIR/rootfs/usr/share/man" \
+      "$DIR/rootfs/usr/share/locale" "$DIR/rootfs/usr/share/info"
     tar -C "$DIR/rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' \
-      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - localhost/debian:bookworm >/dev/null
+      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$DEBIAN" >/dev/null
     rm -rf "$DIR/rootfs"
-  fi
-  log "building the Python base image"
+fi
+
+if ! podman image exists "$BASE"; then
+  log "building the Python build image"
   mkdir -p "$WORK/base/certs"
   # A machine behind an intercepting HTTPS proxy trusts extra CAs; the base must too (decided here,
   # at build time, never in the project's Dockerfile).
   cp /usr/local/share/ca-certificates/*.crt "$WORK/base/certs/" 2>/dev/null || true
   cat >"$WORK/base/Dockerfile" <<'BASEFILE'
-FROM localhost/debian:bookworm
+FROM localhost/debian-clean:bookworm
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 python3-venv python3-pip ca-certificates curl && rm -rf /var/lib/apt/lists/*
 COPY certs/ /usr/local/share/ca-certificates/
@@ -77,9 +84,30 @@ BASEFILE
     || { tail -30 "$DIR/base-build.log"; exit 1; }
 fi
 
+if ! podman image exists "$RUNTIME"; then
+  log "building the Python runtime image (python3 alone: no pip, no curl)"
+  mkdir -p "$WORK/runtime/certs"
+  cp /usr/local/share/ca-certificates/*.crt "$WORK/runtime/certs/" 2>/dev/null || true
+  cat >"$WORK/runtime/Dockerfile" <<'RUNTIMEFILE'
+FROM localhost/debian-clean:bookworm
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      python3 ca-certificates && apt-get clean && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man
+COPY certs/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+RUNTIMEFILE
+  podman build --format docker --network host -t "$RUNTIME" "$WORK/runtime" >"$DIR/runtime-build.log" 2>&1 \
+    || { tail -30 "$DIR/runtime-build.log"; exit 1; }
+fi
+
 log "building $IMAGE"
-podman build --format docker --network host --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" "$ROOT" \
-  >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
+podman build --format docker --network host --build-arg BASE_IMAGE="$BASE" --build-arg RUNTIME_IMAGE="$RUNTIME" \
+  -t "$IMAGE" "$ROOT" >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
+SIZE_MB=$(( $(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000 ))
+log "image size: $SIZE_MB MB (at most $MAX_IMAGE_MB)"
+if [ "$SIZE_MB" -gt "$MAX_IMAGE_MB" ]; then
+  log "the image is over $MAX_IMAGE_MB MB"; exit 1
+fi
 
 PORT="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 mkdir -p "$WORK/secrets"
