@@ -115,6 +115,9 @@ async def main() -> None:
         ("query + status HTTP_429", {"query": "castle", "status": "HTTP_429"}),
         ("query, page 50 (before_id)", {"query": "fox", "before_id": 100_000}),
         ("query: no match", {"query": "giraffe"}),
+        ("query: common word + no match", {"query": "fox giraffe"}),
+        ("query: common word + rare", {"query": "photo #765432"}),
+        ("query + caller with no rows", {"query": "fox", "caller": "nobody"}),
     ]
     engine = "PostgreSQL" if args.database_url else "SQLite"
     print(f"\nlist_generations on {args.rows:,} rows, {engine} at {where} "

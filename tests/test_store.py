@@ -308,3 +308,51 @@ async def test_postgres_search_past_the_newest_window_matches_a_plain_scan(postg
         assert await store.page(query="giraffe") == []
     finally:
         await store.close()
+
+
+async def test_postgres_search_plan_follows_the_statistics(postgres_url: str) -> None:
+    """After ANALYZE, rare and absent words read through the index and common ones walk the newest ids;
+    either way the page is the same as a plain scan's, filters included."""
+    from app.storage.postgres import SEARCH_WINDOW
+
+    store = await store_for(postgres_url)
+    await store.close()
+    import psycopg
+
+    rows = SEARCH_WINDOW * 3
+    prompts = [("rare heron" if i % 2999 == 0 else "common fox" if i % 3 else "common owl") + f" #{i}"
+               for i in range(rows)]
+    statuses = ["HTTP_429" if i % 500 == 0 else "SUCCESS" for i in range(rows)]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        with conn.cursor() as cur, cur.copy(
+                "COPY generations (timestamp, prompt, parameters_json, status) FROM STDIN") as copy:
+            for prompt, status in zip(prompts, statuses, strict=True):
+                copy.write_row(("2026-11-01T00:00:00Z", prompt, "{}", status))
+        conn.execute("ANALYZE generations")
+    store = await store_for(postgres_url)
+    try:
+        assert await store.search_plan("heron", fresh=True) == "index"
+        assert await store.search_plan("giraffe") == "index"
+        assert await store.search_plan("fox") == "walk"
+        assert await store.search_plan("common fox") == "walk"
+        assert await store.search_plan("co") == "walk"  # a prefix of a common word is common
+        assert await store.search_plan("owl", status="HTTP_429") == "index"  # a third, then one in 500
+        assert await store.search_plan("fox", status="SUCCESS") == "walk"
+        assert await store.search_plan("common heron") == "index"  # a rare word with a common one
+
+        def expected(word: str, limit: int, status: str | None = None, before: int | None = None) -> list[int]:
+            ids = [i + 1 for i, p in enumerate(prompts)
+                   if all(any(t.startswith(w) for t in p.replace("#", " ").split()) for w in word.split())
+                   and (status is None or statuses[i] == status) and (before is None or i + 1 < before)]
+            return sorted(ids, reverse=True)[:limit]
+
+        for word, limit, status, before in [("heron", 20, None, None), ("heron", 3, None, 12_000),
+                                             ("owl", 20, "HTTP_429", None), ("fox", 20, None, None),
+                                             ("fox", 5, "SUCCESS", 401), ("common her", 20, None, None),
+                                             ("fox 2", 20, None, None), ("fox giraffe", 20, None, None)]:
+            got = [g.id for g in await store.page(query=word, limit=limit, status=status, before_id=before)]
+            assert got == expected(word, limit, status, before), (word, limit, status, before)
+        assert len(expected("heron", 20)) == 11
+        assert await store.page(query="giraffe") == []
+    finally:
+        await store.close()

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from app.storage.finishes import FinishListener
 from app.storage.oauth_postgres import PostgresOAuthRecords
 from app.storage.oauth_records import OAUTH_SCHEMA, OAuthRecords
+from app.storage.pg_search import ROWS_QUERY, STATS_QUERY, SearchPlanner
 from app.storage.records import (
     INTERRUPTED,
     PENDING,
@@ -179,14 +180,11 @@ LAPSED = ("owner IS DISTINCT FROM %(me)s AND (owner IS NULL OR owner = ANY(%(dea
           f" (SELECT 1 FROM instances i WHERE i.id = generations.owner AND i.expires_at > {NOW}))")
 
 
-def tsquery(text: str) -> str | None:
-    """The FTS5 path's semantics in tsquery form: every cleaned word a prefix, all of them required.
+def tsquery(words: list[str]) -> str:
+    """The FTS5 path's semantics in tsquery form: every word a prefix, all of them required.
 
     The words are alphanumeric only (query_words), so nothing of the tsquery syntax can come from a caller.
     """
-    words = query_words(text)
-    if not words:
-        return None
     return " & ".join(f"'{w}':*" for w in words)
 
 
@@ -235,6 +233,7 @@ class PostgresStore:
         self.owner = owner
         # Every column but the search vector: what a row read back carries, whatever later migrations add.
         self._columns = columns
+        self._search = SearchPlanner(SEARCH_WINDOW)
 
     @classmethod
     async def open(cls, url: str, owner: Instance | None = None, *, pool_size: int = 10) -> PostgresStore:
@@ -513,10 +512,7 @@ class PostgresStore:
         """
         where: list[str] = []
         args: list[Any] = []
-        match = tsquery(query) if query is not None else None
-        if match is not None:
-            where.append("g.prompt_tsv @@ to_tsquery('simple', %s)")
-            args.append(match)
+        words = query_words(query) if query is not None else []
         if status is not None:
             where.append("g.status = %s")
             args.append(status)
@@ -528,24 +524,46 @@ class PostgresStore:
         elif owned_only:
             where.append("g.caller = %s")
             args.append(owned_by)
-        if match is None:
+        if not words:
             if before_id is not None:
                 where.append("g.id < %s")
                 args.append(before_id)
             return await self._page(where, args, limit)
-        # The planner cannot estimate prefix matches (`word:*`): it walks the primary key backwards
-        # filtering every row, which is quick for common words and reads the whole table for rare
-        # ones. So: first the newest SEARCH_WINDOW ids in id order (common words end here), then the
-        # rest through the GIN index alone (few matches by then), newest first in both.
+        # Which way to read is decided from the table's statistics (app.storage.pg_search): rare
+        # matches through the GIN index alone, newest first after a top-N sort; dense ones by a walk
+        # over the newest SEARCH_WINDOW ids in id order, then the rest through the index.
         top = before_id
         if top is None:
             row = await self._one("SELECT COALESCE(MAX(id), 0) + 1 AS top FROM generations")
             top = int(row["top"]) if row else 1
+        filters = {"status": status, "caller": caller if caller is not None else owned_by if owned_only else None}
+        figures = await self._search.figures(self._search_figures)
+        match = "g.prompt_tsv @@ to_tsquery('simple', %s)"
+        if self._search.plan(figures, words, filters, limit) == "index":
+            # Through the index: its rare words only (a common word's entries would be read in full);
+            # the others are tested on the rows found, by the function, which no index serves. The id
+            # bound is written `g.id + 0` so that no plan ANDs in a bitmap of the primary key's range.
+            rare, rest = self._search.split(figures, words, limit)
+            also = ["ts_match_vq(g.prompt_tsv, to_tsquery('simple', %s))"] if rest else []
+            return await self._page([match, *also, *where, "g.id + 0 < %s"],
+                                    [tsquery(rare), *([tsquery(rest)] if rest else []), *args, top], limit,
+                                    by_index=True)
+        where, args = [match, *where], [tsquery(words), *args]
         floor = max(0, top - SEARCH_WINDOW)
         found = await self._page([*where, "g.id >= %s", "g.id < %s"], [*args, floor, top], limit)
         if len(found) < limit and floor > 0:
-            found += await self._page([*where, "g.id < %s"], [*args, floor], limit - len(found), by_index=True)
+            found += await self._page([*where, "g.id + 0 < %s"], [*args, floor], limit - len(found), by_index=True)
         return found
+
+    async def _search_figures(self) -> tuple[float, list[DictRow]]:
+        row = await self._one(ROWS_QUERY)
+        return (float(row["rows"]) if row else 0.0), await self._all(STATS_QUERY)
+
+    async def search_plan(self, query: str, *, status: str | None = None, caller: str | None = None,
+                          limit: int = 20, fresh: bool = False) -> str:
+        """The way a search page reads ('index' or 'walk'); `fresh` reads the statistics again first."""
+        figures = await self._search.figures(self._search_figures, fresh=fresh)
+        return self._search.plan(figures, query_words(query), {"status": status, "caller": caller}, limit)
 
     async def _page(self, where: list[str], args: list[Any], limit: int, *,
                     by_index: bool = False) -> list[Generation]:
@@ -556,6 +574,9 @@ class PostgresStore:
         async with self._pool.connection() as conn, conn.transaction():
             if by_index:  # bitmap scans only: the GIN index finds the matches, a top-N sort orders them
                 await conn.execute("SET LOCAL enable_indexscan = off")
+                # A plan for these very words: a generic one (psycopg prepares a statement after five
+                # runs) cannot tell a rare word from a common one and ANDs in the caller or status index.
+                await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             else:  # a walk in id order; a bitmap would read every GIN entry of a common word first
                 await conn.execute("SET LOCAL enable_bitmapscan = off")
             cur = await conn.execute(text.encode(), [*args, limit])
