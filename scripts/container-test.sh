@@ -65,40 +65,28 @@ if ! podman image exists "$DEBIAN"; then
     rm -rf "$DIR/rootfs"
 fi
 
-if ! podman image exists "$BASE"; then
-  log "building the Python build image"
-  mkdir -p "$WORK/base/certs"
-  # A machine behind an intercepting HTTPS proxy trusts extra CAs; the base must too (decided here,
-  # at build time, never in the project's Dockerfile).
-  cp /usr/local/share/ca-certificates/*.crt "$WORK/base/certs/" 2>/dev/null || true
-  cat >"$WORK/base/Dockerfile" <<'BASEFILE'
-FROM localhost/debian-clean:bookworm
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv python3-pip ca-certificates curl && rm -rf /var/lib/apt/lists/*
+# A Python image on the clean Debian base: $1 its tag, $2 what it is for (the log), $3 its packages.
+# A machine behind an intercepting HTTPS proxy trusts extra CAs; the images must too (decided here, at
+# build time, never in the project's Dockerfile).
+python_image() {
+  podman image exists "$1" && return 0
+  log "building the Python $2 image"
+  mkdir -p "$WORK/$2/certs"
+  cp /usr/local/share/ca-certificates/*.crt "$WORK/$2/certs/" 2>/dev/null || true
+  cat >"$WORK/$2/Dockerfile" <<IMAGEFILE
+FROM $DEBIAN
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $3 \\
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man
 COPY certs/ /usr/local/share/ca-certificates/
 RUN update-ca-certificates
-ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
-BASEFILE
-  podman build --format docker --network host -t "$BASE" "$WORK/base" >"$DIR/base-build.log" 2>&1 \
-    || { tail -30 "$DIR/base-build.log"; exit 1; }
-fi
-
-if ! podman image exists "$RUNTIME"; then
-  log "building the Python runtime image (python3 alone: no pip, no curl)"
-  mkdir -p "$WORK/runtime/certs"
-  cp /usr/local/share/ca-certificates/*.crt "$WORK/runtime/certs/" 2>/dev/null || true
-  cat >"$WORK/runtime/Dockerfile" <<'RUNTIMEFILE'
-FROM localhost/debian-clean:bookworm
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 ca-certificates && apt-get clean && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man
-COPY certs/ /usr/local/share/ca-certificates/
-RUN update-ca-certificates
-ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
-RUNTIMEFILE
-  podman build --format docker --network host -t "$RUNTIME" "$WORK/runtime" >"$DIR/runtime-build.log" 2>&1 \
-    || { tail -30 "$DIR/runtime-build.log"; exit 1; }
-fi
+IMAGEFILE
+  podman build --format docker --network host -t "$1" "$WORK/$2" >"$DIR/$2-build.log" 2>&1 \
+    || { tail -30 "$DIR/$2-build.log"; exit 1; }
+}
+python_image "$BASE" build "python3 python3-venv python3-pip ca-certificates curl"
+python_image "$RUNTIME" runtime "python3 ca-certificates"  # Python alone: no pip, no curl
 
 log "building $IMAGE"
 podman build --format docker --network host --build-arg BASE_IMAGE="$BASE" --build-arg RUNTIME_IMAGE="$RUNTIME" \
