@@ -183,6 +183,9 @@ async def bench_one(server: str, sim_url: str, calls: int, concurrency: int, ses
         env = {"PIXAZO_API_KEY": "bench-key", "PIXAZO_BASE_URL": sim_url, "PIXAZO_DB_PATH": str(db),
                "PIXAZO_IMAGE_DIR": str(images), "PIXAZO_ALLOWED_IMAGE_HOSTS": "127.0.0.1",
                "PIXAZO_MAX_CONCURRENCY": str(max(concurrency, 32)), "PIXAZO_LOG_FORMAT": "json",
+               # The crowd is one anonymous caller standing for many agents: lift the bound on one
+               # caller's unfinished calls (16 by default), as the plain keeper has none.
+               "PIXAZO_MAX_BACKGROUND_PER_CALLER": str(max(calls, concurrency, 16)),
                "PIXAZO_SECRETS_DIR": str(work / "no-secrets"), **(extra_env or {})}
         query, root = "SELECT image_path, image_bytes FROM generations", images
     elif server == "plain-keeper":
