@@ -5,6 +5,7 @@ traps, a calmer gallery (in Chromium, with screenshots)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -84,6 +85,8 @@ async def test_list_generations_text_is_a_summary_and_statuses_are_forgiving(tmp
     ("pix_wait", {"id": 0},
      "`id`: input should be greater than or equal to 1. Nothing was recorded or sent to Pixazo."),
     ("pix_upscale", {"image": 5}, "`image`: no generation with id 5. Nothing was recorded or sent to Pixazo."),
+    ("pix_generate", {"prompt": " \n\t "},
+     "`prompt` must say something: it is only spaces. Nothing was recorded or sent to Pixazo."),
 ])
 async def test_refusals_read_as_one_plain_sentence(tmp_path: Path, tool: str, arguments: dict[str, object],
                                                    text: str) -> None:
@@ -121,6 +124,9 @@ async def test_the_demo_survives_a_restart_and_never_talks_of_charges(tmp_path: 
             async with (httpx2.AsyncClient(timeout=60) as http,
                         Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)) as client):
                 for tool, arguments in calls:
+                    if tool == "fetch":  # what an image link serves now
+                        results.append((await http.get(str(arguments["url"]))).content)
+                        continue
                     if tool == "fail-next-job":  # the demo's simulator, told to fail the next queue job
                         await http.post(f"http://127.0.0.1:{port + 1}/_sim/faults",
                                         json={"job_faults": [{"state": "FAILED", "error": "bad input"}]})
@@ -133,8 +139,19 @@ async def test_the_demo_survives_a_restart_and_never_talks_of_charges(tmp_path: 
 
     (made,) = await run_demo("first", [("pix_generate", {"prompt": "a harbour at dawn"})])
     gen_id = made.structured_content["id"]  # type: ignore[attr-defined]
-    upscaled, failed = await run_demo("second", [("pix_upscale", {"image": gen_id}), ("fail-next-job", {}),
-                                                 ("pix_upscale", {"image": gen_id})])
+    first_url = made.structured_content["image_url"]  # type: ignore[attr-defined]
+    picture = io.BytesIO()
+    Image.effect_noise((320, 240), 50).convert("RGB").save(picture, format="PNG")
+    own = base64.b64encode(picture.getvalue()).decode()
+    upscaled, failed, mine, served_again = await run_demo("second", [
+        ("pix_upscale", {"image": gen_id}), ("fail-next-job", {}), ("pix_upscale", {"image": gen_id}),
+        # an image the person brings: the demo's simulator fetches it at the server's loopback address
+        ("pix_remove_background", {"image": f"data:image/png;base64,{own}"}), ("fetch", {"url": first_url})])
+    assert not mine.is_error, mine.content  # type: ignore[attr-defined]
+    # the restarted simulator serves the same bytes at the first image's link as before
+    with sqlite3.connect(tmp_path / "pixazo.db") as conn:
+        (kept,) = conn.execute("SELECT image_sha256 FROM generations WHERE id = ?", (gen_id,)).fetchone()
+    assert hashlib.sha256(served_again).hexdigest() == kept  # type: ignore[arg-type]
     assert not upscaled.is_error, upscaled.content  # type: ignore[attr-defined]
     assert upscaled.structured_content["parent_id"] == gen_id  # type: ignore[attr-defined]
     assert failed.is_error  # type: ignore[attr-defined]

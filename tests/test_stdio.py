@@ -5,6 +5,7 @@ that stdout carries nothing but JSON-RPC."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -35,12 +36,19 @@ async def test_the_sdk_stdio_client_generates_lists_and_reads_a_resource(tmp_pat
         listed = await client.call_tool("list_generations", {})
         image = await client.read_resource(f"pixazo://generations/{made.structured_content['id']}/image")
         link = await client.call_tool("pix_upload_link", {})
+        # Pixazo fetches inputs by URL and nothing here has an address: refused before anything is kept.
+        brought = await client.call_tool("pix_upscale", {"image": "data:image/png;base64," + base64.b64encode(
+            (tmp_path / "images").rglob("*.png").__next__().read_bytes()).decode()})
     assert not made.is_error, made.content
     assert any(isinstance(c, ImageContent) for c in made.content)
     assert [g["id"] for g in listed.structured_content["generations"]] == [made.structured_content["id"]]
     assert image.contents[0].mime_type == "image/png"
     assert link.is_error
     assert "need the HTTP server" in link.content[0].text  # type: ignore[union-attr]
+    assert "https URL" in link.content[0].text  # type: ignore[union-attr]
+    assert brought.is_error
+    assert "Pixazo fetches input images by URL" in brought.content[0].text  # type: ignore[union-attr]
+    assert "Nothing was recorded or sent to Pixazo." in brought.content[0].text  # type: ignore[union-attr]
     with sqlite3.connect(tmp_path / "pixazo.db") as conn:
         assert conn.execute("SELECT caller, status FROM generations").fetchall() == [("local", "SUCCESS")]
 

@@ -232,3 +232,27 @@ async def test_the_upload_page_posts_a_file_from_a_phone(tmp_path: Path, browser
     (row,) = db_rows(tmp_path / "pixazo.db", f"id = {given['id']}")
     assert (row["status"], row["image_sha256"]) == ("SUCCESS", hashlib.sha256(data).hexdigest())
     assert len(db_rows(tmp_path / "pixazo.db", "operation = 'upload' AND caller = 'alice'")) == 2
+
+
+async def test_pix_cancel_revokes_an_unused_link_and_pix_wait_says_it_waits_for_the_person(tmp_path: Path) -> None:
+    async with Simulator(api_key=TEST_KEY) as sim, served(tmp_path, sim) as (_, alice, _bob):
+        given = await link(alice)
+        async with httpx2.AsyncClient(timeout=30) as http:
+            page = await http.get(given["upload_url"], headers={"Accept": "text/html"})
+            waited = await alice.call_tool("pix_wait", {"id": given["id"], "timeout_s": 0})
+            cancelled = await alice.call_tool("pix_cancel", {"id": given["id"]})
+            dead_page = await http.get(given["upload_url"], headers={"Accept": "text/html"})
+            late = await http.put(given["upload_url"], content=photo())
+    assert page.status_code == 200
+    text = waited.content[0].text  # type: ignore[union-attr]
+    assert "upload link not used yet" in text
+    assert "pay" not in text
+    assert "another server instance" not in text
+    assert cancelled.content[0].text == (  # type: ignore[union-attr]
+        f"Generation {given['id']} is cancelled: its upload link no longer works. Nothing was sent to Pixazo.")
+    assert dead_page.status_code == 410
+    assert "cancelled" in dead_page.text
+    assert late.status_code == 410
+    (row,) = db_rows(tmp_path / "pixazo.db", f"id = {given['id']}")
+    assert (row["status"], row["image_path"]) == ("CANCELLED", None)
+    assert stored_files(tmp_path) == []

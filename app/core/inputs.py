@@ -129,6 +129,12 @@ class InputResolver:
     async def _brought(self, name: str, value: Any, viewer: str | None) -> int | None:
         """An image the caller brings in the argument itself (a data: URI, ChatGPT's file object), kept
         as an upload row whose id stands for it from here on; None for any other value."""
+        brings = (isinstance(value, str) and value.strip()[:5].lower() == "data:") or is_file_param(value)
+        if brings and not self.links.enabled:  # refused before anything is kept: it could not be used
+            raise InputProblem(
+                f"`{name}`: Pixazo fetches input images by URL, and this server has no address it can reach "
+                "(PIXAZO_PUBLIC_URL is not set; over stdio there is none), so an image brought in the call "
+                "cannot be sent. Give an https URL of the image, or use a server with PIXAZO_PUBLIC_URL")
         try:
             if isinstance(value, str) and value.strip()[:5].lower() == "data:":
                 return (await self.uploads.from_data_uri(value.strip(), viewer)).id

@@ -91,6 +91,8 @@ def problems_for(endpoint: Endpoint, given: Mapping[str, Any]) -> list[str]:
             problems.append(f"{endpoint.model} takes no `{name}`")
         elif not _fits(arg, value):
             problems.append(f"{range_text(name, arg)} for {endpoint.model}")
+        elif name == "prompt" and isinstance(value, str) and not value.strip():
+            problems.append("`prompt` must say something: it is only spaces")  # an image of nothing, paid for
     return problems
 
 

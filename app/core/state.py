@@ -73,7 +73,9 @@ async def open_blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
 
 
 @asynccontextmanager
-async def open_state(settings: Settings) -> AsyncIterator[AppState]:
+async def open_state(settings: Settings, *, link_base: str | None = None) -> AsyncIterator[AppState]:
+    """`link_base`: where signed links point when there is no PIXAZO_PUBLIC_URL (the HTTP demo's own
+    loopback address, which its simulator can reach); None: PIXAZO_PUBLIC_URL or no links."""
     # Checked once already by create_app (a bad file stops the command with one line); read again here
     # so that every server built from these settings (tests build some without create_app) prices alike.
     prices = await asyncio.to_thread(Prices.load, settings)
@@ -112,7 +114,8 @@ async def open_state(settings: Settings) -> AsyncIterator[AppState]:
             stack.push_async_callback(jobs.stop)
             leases.jobs = jobs
             await leases.tick()
-            links = LinkSigner(await store.server_key(KEY_NAME), settings.signed_link_ttl_s, settings.public_url)
+            links = LinkSigner(await store.server_key(KEY_NAME), settings.signed_link_ttl_s,
+                               settings.public_url or link_base)
             # Generations launched by calls; stopped first as the stack unwinds (after the drain).
             background = Background(service, jobs)
             stack.push_async_callback(background.stop)

@@ -38,6 +38,7 @@ from app.storage.records import PENDING, Generation
 from app.storage.rows import CallMeta
 
 UPLOAD = "upload"
+DEAD_LINK = "This upload link has expired, was already used or was cancelled. Ask for a new one."
 UPLOAD_PATH = "/upload/{token}"
 FETCH_TIMEOUT_S = 30.0
 
@@ -86,13 +87,17 @@ class Uploads:
         await store.add_upload_link(digest(token), row.id, caller, expires_at)
         return Link(row, token, expires_at)
 
+    async def live(self, token: str) -> bool:
+        """Whether the link would take a file now (for its page: a dead link says so before a file is picked)."""
+        return await self.service.store.upload_link_live(digest(token), time.time())
+
     async def receive(self, token: str, chunks: AsyncIterator[bytes]) -> Generation:
         """The bytes for a link: checked as they stream, kept, the row SUCCESS. Raises UploadError."""
         store = self.service.store
         key = digest(token)
         claimed = await store.claim_upload_link(key, time.time())
         if claimed is None:
-            raise UploadError(410, "This upload link has expired or was already used. Ask for a new one.")
+            raise UploadError(410, DEAD_LINK)
         gen_id, _caller = claimed
         try:
             data = await self._read(chunks)

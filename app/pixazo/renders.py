@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import random
 import re
 import struct
 import threading
@@ -51,7 +52,8 @@ def _render(width: int, height: int, variant: int, alpha: bool = False) -> bytes
     base = Image.merge("RGB", planes)
     small = (max(1, width // NOISE_SCALE), max(1, height // NOISE_SCALE))
     noise = Image.merge("RGB", [
-        Image.effect_noise(small, NOISE_SIGMA).resize((width, height), Image.Resampling.BILINEAR) for _ in range(3)])
+        _noise(small, (width, height, variant, plane)).resize((width, height), Image.Resampling.BILINEAR)
+        for plane in range(3)])
     img = ImageChops.add(base, noise, scale=1.0, offset=-128)
     if alpha:
         # radial_gradient is 0 at the centre and 255 at the corners: inverted, an opaque subject
@@ -62,6 +64,15 @@ def _render(width: int, height: int, variant: int, alpha: bool = False) -> bytes
     if not data.endswith(IEND):  # pragma: no cover - Pillow always ends a PNG with IEND
         raise ValueError("Pillow wrote a PNG without IEND")
     return data[: -len(IEND)]
+
+
+def _noise(size: tuple[int, int], seed: tuple[int, ...]) -> Image.Image:
+    """Gaussian noise around 128 (as Image.effect_noise), but the same in every process: a restarted
+    demo serves the very bytes an earlier image link served (a stored copy and its link agree)."""
+    rng = random.Random(repr(seed))  # noqa: S311 - test pixels, not security
+    gauss = rng.gauss
+    return Image.frombytes("L", size, bytes(min(255, max(0, int(gauss(128, NOISE_SIGMA))))
+                                            for _ in range(size[0] * size[1])))
 
 
 def rendered(width: int, height: int, variant: int, alpha: bool = False) -> bytes:

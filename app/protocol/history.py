@@ -62,7 +62,8 @@ async def get_generation(ctx: Context, id: Annotated[int, Field(ge=MIN_ID, le=MA
     """One generation, with its `parent` and `children`."""
     service, viewer, gen = state_of(ctx).service, current_caller(), await visible(ctx, id)
     detail = await generation_detail(service, gen, viewer)
-    text = (f"Generation {gen.id}: {gen.status}, {gen.operation} with {gen.model}"
+    made = "an upload" if gen.operation == gen.model else f"{gen.operation} with {gen.model}"
+    text = (f"Generation {gen.id}: {gen.status}, {made}"
             + (f", made from {gen.parent_id}" if gen.parent_id else "") + (f", image {gen.resource_uri}"
                                                                               if gen.resource_uri else "") + ".")
     return CallToolResult(content=[TextContent(type="text", text=text)],

@@ -23,6 +23,7 @@ from app.core.background import Running
 from app.core.requests import GenerationRequest
 from app.core.service import CANCELLED, Outcome
 from app.core.state import AppState
+from app.core.uploads import UPLOAD
 from app.identity.tokens import current_caller
 from app.protocol.calllog import CALL_INFO
 from app.protocol.results import (
@@ -233,6 +234,8 @@ async def pix_cancel(
     cost = f" (${price:.4g})" if charged else ""
     if done.status != CANCELLED:
         text = f"Generation {id} ended {done.status} before it could be cancelled; pix_wait shows it."
+    elif done.operation == UPLOAD:
+        text = f"Generation {id} is cancelled: its upload link no longer works. Nothing was sent to Pixazo."
     elif done.request_id is not None:
         text = (f"Generation {id} is cancelled: its Pixazo queue job {done.request_id} is no longer followed. "
                 "Pixazo has no way to cancel a job, so it may still run" + (f" and be charged{cost}." if charged

@@ -189,8 +189,9 @@ async def generation_result(outcome: Outcome, state: AppState, label: str = "Gen
             f"The server could not keep a copy ({outcome.download_problem}); the URL above is Pixazo's "
             "and may expire, so download it soon if you need it.")))
         return CallToolResult(content=content, structured_content=structured)
+    where = f"{gen.image_url} " if gen.image_url else ""  # an upload has no Pixazo URL, only our copy
     content.append(TextContent(type="text", text=(
-        f"{label} {gen.id}: {gen.image_url} {shape}\nStored copy: {gen.resource_uri}")))
+        f"{label} {gen.id}: {where}{shape}".rstrip() + f"\nStored copy: {gen.resource_uri}")))
     if gen.resource_uri is None or gen.image_path is None:  # pragma: no cover - a SUCCESS row keeps its image
         return CallToolResult(content=content, structured_content=structured)
     content.append(ResourceLink(type="resource_link", uri=gen.resource_uri, name=f"generation-{gen.id}",
@@ -209,7 +210,7 @@ async def generation_result(outcome: Outcome, state: AppState, label: str = "Gen
 
 # What each operation's result calls its image (pix_wait answers as the original call did).
 LABELS = {"generate": "Generated image", "upscale": "Upscaled image", "remove_background": "Image without background",
-          "inpaint": "Inpainted image", "outpaint": "Outpainted image"}
+          "inpaint": "Inpainted image", "outpaint": "Outpainted image", "upload": "Uploaded image"}
 
 
 def label_for(gen: Generation) -> str:
@@ -234,6 +235,12 @@ def pending_result(gen: Generation, activity: str, elapsed_s: int, wait_s: float
         parameters=gen.parameters, created_at=gen.timestamp, model=gen.model, operation=gen.operation,
         parent_id=gen.parent_id, cost_usd=gen.cost_usd, activity=activity, elapsed_s=elapsed_s,
     ).model_dump(mode="json")
+    if gen.operation == "upload":  # a link waiting for the person's file: nothing runs, nothing is paid
+        text = (f"Generation {gen.id} is an upload link not used yet ({elapsed_s} s since it was made): the "
+                f"image arrives when the person uploads it. Call pix_wait with id {gen.id} again later; "
+                f"pix_cancel with id {gen.id} revokes the link.")
+        return CallToolResult(content=[TextContent(type="text", text=text)],
+                              structured_content={**structured, "activity": "waiting for the upload"})
     text = (f"Generation {gen.id} is still running ({activity}; {elapsed_s} s so far). It goes on without "
             f"waiting for you and is recorded either way. Call pix_wait with id {gen.id} to get the image "
             f"(each call waits up to {wait_s:g} s); do not call this tool again for it, which would make and "

@@ -44,7 +44,7 @@ async def pix_upload_link(ctx: Context) -> CallToolResult:
     base = _base_url(ctx)
     if base is None:
         raise ToolError("Upload links need the HTTP server (pixazo-mcp serve): a link is an address a browser "
-                        "opens. Here, give an image as a data: URI (data:image/png;base64,...) to the editing tools.")
+                        "opens. Here, give the editing tools an https URL of the image (Pixazo fetches inputs by URL).")
     made = await state.uploads.create_link(current_caller())
     if isinstance(made, str):
         raise ToolError(made)

@@ -450,11 +450,18 @@ class PostgresStore:
     async def claim_upload_link(self, token_sha256: str, now: float) -> tuple[int, str | None] | None:
         row = await self._one(
             "UPDATE upload_links SET used_at = %s WHERE token_sha256 = %s AND used_at IS NULL AND expires_at > %s"
+            " AND EXISTS (SELECT 1 FROM generations g WHERE g.id = upload_links.generation_id AND g.status = 'PENDING')"
             " RETURNING generation_id, caller", (now, token_sha256, now))
         return (int(row["generation_id"]), row["caller"]) if row else None
 
     async def release_upload_link(self, token_sha256: str) -> None:
         await self._run("UPDATE upload_links SET used_at = NULL WHERE token_sha256 = %s", (token_sha256,))
+
+    async def upload_link_live(self, token_sha256: str, now: float) -> bool:
+        return await self._one(
+            "SELECT 1 AS live FROM upload_links l JOIN generations g ON g.id = l.generation_id"
+            " WHERE l.token_sha256 = %s AND l.used_at IS NULL AND l.expires_at > %s AND g.status = 'PENDING'",
+            (token_sha256, now)) is not None
 
     async def expire_upload_links(self, now: float) -> int:
         return await self._run(

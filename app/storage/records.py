@@ -464,11 +464,20 @@ class GenerationStore:
         """(generation id, caller) of a live, unused link, now marked used; None otherwise."""
         found = list(await self._conn.execute_fetchall(
             "UPDATE upload_links SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ?"
+            " AND EXISTS (SELECT 1 FROM generations g WHERE g.id = upload_links.generation_id AND g.status = 'PENDING')"
             " RETURNING generation_id, caller", (now, token_sha256, now)))
         return (int(found[0][0]), found[0][1]) if found else None
 
     async def release_upload_link(self, token_sha256: str) -> None:
         await self._conn.execute("UPDATE upload_links SET used_at = NULL WHERE token_sha256 = ?", (token_sha256,))
+
+    async def upload_link_live(self, token_sha256: str, now: float) -> bool:
+        """Whether the link would take a file now (unused, unexpired, its row not ended), claiming nothing."""
+        found = list(await self._conn.execute_fetchall(
+            "SELECT 1 AS live FROM upload_links l JOIN generations g ON g.id = l.generation_id"
+            " WHERE l.token_sha256 = ? AND l.used_at IS NULL AND l.expires_at > ? AND g.status = 'PENDING'",
+            (token_sha256, now)))
+        return bool(found)
 
     async def expire_upload_links(self, now: float) -> int:
         """Rows of links that expired unused end EXPIRED."""

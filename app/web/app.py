@@ -119,6 +119,15 @@ async def start_demo(settings: Settings, stack: AsyncExitStack) -> Settings:
     })
 
 
+def demo_link_base(settings: Settings) -> str | None:
+    """The HTTP demo's own address for signed links when there is no PIXAZO_PUBLIC_URL: its simulator
+    fetches an upload to edit from this machine, as Pixazo would from the public address."""
+    if not settings.demo or settings.public_url:
+        return None
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104 - compared, not bound
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+
+
 def create_app(settings: Settings) -> Starlette:
     """The whole server. Raises ConfigError when the settings would expose it unsafely."""
     tokens = load_tokens(settings)
@@ -169,7 +178,7 @@ def create_app(settings: Settings) -> Starlette:
                 effective = await start_demo(settings, stack)
             elif settings.api_key is None:
                 logger.warning("PIXAZO_API_KEY is not set: pix_generate will fail until it is")
-            runtime.state = await stack.enter_async_context(open_state(effective))
+            runtime.state = await stack.enter_async_context(open_state(effective, link_base=demo_link_base(settings)))
             if oauth is not None:
                 await stack.enter_async_context(oauth.running())
                 logger.info("OAuth authorization server on: issuer %s, resource %s", oauth.issuer, oauth.resource)
@@ -276,8 +285,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/images/{id}", image, methods=["GET"], middleware=sessions),
         # Signed links exist for Pixazo to fetch inputs at our public address; without one, none are made
-        # and none are served.
-        *(signed_routes(runtime) if settings.public_url else []),
+        # and none are served (but in the demo, whose simulator fetches them on this machine).
+        *(signed_routes(runtime) if settings.public_url or demo_link_base(settings) else []),
         *upload_routes(runtime),
         *gallery.routes(sessions),
         *(oauth.routes() if oauth is not None else []),

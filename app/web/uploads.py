@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.core.uploads import UPLOAD_PATH, UploadError, Uploads
+from app.core.uploads import DEAD_LINK, UPLOAD_PATH, UploadError, Uploads
 from app.protocol.server import Runtime
 from app.web.gallery import TEMPLATES
 
@@ -57,6 +57,9 @@ def upload_routes(runtime: Runtime) -> list[Route]:
         return response
 
     async def show(request: Request) -> Response:
+        found = uploads()
+        if found is not None and not await found.live(request.path_params["token"]):
+            return page(request, 410, error=DEAD_LINK)
         return page(request)
 
     async def receive(request: Request, chunks: AsyncIterator[bytes]) -> Response:
