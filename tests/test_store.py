@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -354,5 +355,25 @@ async def test_postgres_search_plan_follows_the_statistics(postgres_url: str) ->
             assert got == expected(word, limit, status, before), (word, limit, status, before)
         assert len(expected("heron", 20)) == 11
         assert await store.page(query="giraffe") == []
+    finally:
+        await store.close()
+
+
+async def test_an_upload_link_is_live_and_claimed_only_while_its_row_is_pending(database_url: str) -> None:
+    """Both engines: a cancelled link's row ends it (its page and its PUT say 410); a claim marks it used."""
+    store = await store_for(database_url)
+    try:
+        now = time.time()
+        for key in ("a" * 64, "b" * 64):
+            row = await store.insert_pending("an upload", {}, "alice")
+            await store.add_upload_link(key, row.id, "alice", now + 60)
+        assert await store.upload_link_live("a" * 64, now)
+        assert not await store.upload_link_live("a" * 64, now + 61)  # expired
+        await store.end_pending(1, "CANCELLED", "cancelled with pix_cancel")
+        assert not await store.upload_link_live("a" * 64, now)
+        assert await store.claim_upload_link("a" * 64, now) is None
+        assert await store.claim_upload_link("b" * 64, now) == (2, "alice")
+        assert not await store.upload_link_live("b" * 64, now)  # used
+        assert await store.claim_upload_link("b" * 64, now) is None
     finally:
         await store.close()
