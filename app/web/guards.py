@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
@@ -27,6 +28,56 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 JSON_PATHS = ("/register",)
 
 
+LINGER_S = 2.0  # how long a refused request's unread body is read and dropped before the close
+LINGER_BYTES = 1024 * 1024  # and at most this much of it
+
+
+class _LingeringClose:
+    """The connection's transport as uvicorn sees it, except `close` while a request body is still
+    arriving: the answer (a 413, a 401 ...) is sent, then the write side is shut (FIN) and what the
+    client still sends is read and dropped for at most LINGER_S and LINGER_BYTES before the real close.
+    Closing a socket with unread data makes the kernel send a reset, and the client loses the answer
+    it had not read yet (a "lingering close", as web servers do)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedProtocol) -> None:
+        self.raw = transport
+        self._protocol = protocol
+        self.lingering = False
+        self.dropped = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self.raw.is_closing()
+
+    def close(self) -> None:
+        cycle = self._protocol.cycle
+        if self.lingering or self.raw.is_closing() or cycle is None or not cycle.more_body:
+            self.finish()
+            return
+        self.lingering = True
+        self._protocol.flow.resume_reading()  # uvicorn may have paused reading a body nobody reads
+        try:
+            self.raw.write_eof()  # after what is buffered: the answer, then FIN
+        except (OSError, RuntimeError, NotImplementedError):  # pragma: no cover - a TLS transport
+            self.finish()
+            return
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, self.finish)
+
+    def drop(self, data: bytes) -> None:
+        self.dropped += len(data)
+        if self.dropped > LINGER_BYTES:
+            self.finish()
+
+    def finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.raw.close()
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline and a size cap on each request's head.
 
@@ -39,6 +90,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._closer = _LingeringClose(transport, self)
+        self.transport = self._closer  # type: ignore[assignment]  # every close goes through it
         self._head_bytes = 0
         self._tail = b""
         self._head_timer: asyncio.TimerHandle | None = None
@@ -71,9 +124,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._closer.finish()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._closer.lingering:  # the rest of a refused body: read and dropped
+            self._closer.drop(data)
+            return
         if self._head_timer is not None:
             allowance = self.max_header_bytes - self._head_bytes
             # Over the allowance only if the head has not ended within it (the same chunk may carry
