@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -42,3 +46,16 @@ class PublicResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def outbound_session(loopback_hosts: list[str], ca_file: Path | None, timeout_s: float,
+                     **limits: Any) -> aiohttp.ClientSession:
+    """A session for fetching addresses a caller named: only the addresses PublicResolver keeps, the
+    system's CAs (and `ca_file`, for tests), no DNS cache, and no proxy from the environment (trust_env
+    stays off: no proxy decides where these requests go). `limits`: the connector's (limit, ...)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    connector = aiohttp.TCPConnector(resolver=PublicResolver([h.lower().strip("[]") for h in loopback_hosts]),
+                                     ssl=context, use_dns_cache=False, **limits)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))

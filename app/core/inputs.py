@@ -35,7 +35,7 @@ from app.core.uploads import UploadError, Uploads, is_file_param
 from app.errors import NotFoundError
 from app.net import is_http_url, is_loopback, is_public_address
 from app.settings import Settings
-from app.storage.records import IMAGE_URI, MAX_ID, MIN_ID, Generation
+from app.storage.records import IMAGE_URI, MAX_ID, MIN_ID, Generation, parse_utc
 
 URI_PATTERN = re.compile(r"pixazo://generations/(\d{1,19})/image")
 FORMS = ("a generation id (an upload's too), a pixazo://generations/{id}/image URI, an https URL, or a "
@@ -94,11 +94,9 @@ def _age_s(gen: Generation, now: datetime) -> float:
     """Seconds since Pixazo made the image (the row's finish; its start if it never finished)."""
     stamp = gen.finished_at or gen.timestamp
     try:
-        made = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        made = parse_utc(stamp)
     except ValueError:
         return float("inf")
-    if made.tzinfo is None:
-        made = made.replace(tzinfo=UTC)
     return (now - made).total_seconds()
 
 
@@ -129,16 +127,17 @@ class InputResolver:
     async def _brought(self, name: str, value: Any, viewer: str | None) -> int | None:
         """An image the caller brings in the argument itself (a data: URI, ChatGPT's file object), kept
         as an upload row whose id stands for it from here on; None for any other value."""
-        brings = (isinstance(value, str) and value.strip()[:5].lower() == "data:") or is_file_param(value)
-        if brings and not self.links.enabled:  # refused before anything is kept: it could not be used
+        data_uri = isinstance(value, str) and value.strip()[:5].lower() == "data:"
+        file_param = is_file_param(value)
+        if (data_uri or file_param) and not self.links.enabled:  # refused before anything is kept: unusable
             raise InputProblem(
                 f"`{name}`: Pixazo fetches input images by URL, and this server has no address it can reach "
                 "(PIXAZO_PUBLIC_URL is not set; over stdio there is none), so an image brought in the call "
                 "cannot be sent. Give an https URL of the image, or use a server with PIXAZO_PUBLIC_URL")
         try:
-            if isinstance(value, str) and value.strip()[:5].lower() == "data:":
+            if data_uri:
                 return (await self.uploads.from_data_uri(value.strip(), viewer)).id
-            if is_file_param(value):
+            if file_param:
                 return (await self.uploads.from_file_link(value["download_url"], viewer)).id
         except UploadError as exc:
             raise InputProblem(f"`{name}`: {exc.message[0].lower()}{exc.message[1:].rstrip('.')}") from None

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.core.costs import Budgets, usd
 from app.storage.database import RecordStore
-from app.storage.records import Generation
+from app.storage.records import Generation, parse_utc
 from app.storage.rows import BUDGET_EXCEEDED, RATE_LIMITED, CallMeta
 
 __all__ = ["BUDGET_EXCEEDED", "RATE_LIMITED", "CallerLimits", "Refusal", "Spend"]
@@ -45,10 +45,6 @@ def _seconds_to_utc_midnight(now: datetime) -> float:
 def _iso(moment: datetime) -> str:
     """The format of the rows' timestamps (records.utc_now), so that the text comparison is a time one."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse(timestamp: str) -> datetime:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
 def _minutes(seconds: float) -> int:
@@ -105,7 +101,7 @@ class CallerLimits:
                 "free models (price $0) can still be used."))
         if admission.refused_by == "per-minute":
             usage = await self._store.usage(caller, minute_since, day_since)
-            oldest = _parse(usage.oldest_in_minute) if usage.oldest_in_minute else now
+            oldest = parse_utc(usage.oldest_in_minute) if usage.oldest_in_minute else now
             wait = max(0.0, 60 - (now - oldest).total_seconds())
             return admission.generation, Refusal("per-minute", wait, (
                 f"Rate limit reached: {self.per_minute} generations per minute for this caller. "
@@ -143,7 +139,7 @@ class CallerLimits:
         now = datetime.now(UTC)
         usage = await self._store.usage(caller, *self._since(now))
         if self.per_minute is not None:
-            oldest = _parse(usage.oldest_in_minute) if usage.oldest_in_minute else None
+            oldest = parse_utc(usage.oldest_in_minute) if usage.oldest_in_minute else None
             out["per_minute"] = {
                 "limit": self.per_minute, "remaining": max(0, self.per_minute - usage.minute),
                 "resets_in_s": round(max(0.0, 60 - (now - oldest).total_seconds()), 1) if oldest else 0}

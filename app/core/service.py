@@ -43,7 +43,7 @@ from app.pixazo.gateway import COMPLETED, MAX_ERROR_CHARS, NOT_CHARGED_STATES, Q
 from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.images import ImageStore
-from app.storage.records import Generation
+from app.storage.records import Generation, parse_utc
 from app.storage.rows import CallMeta
 
 logger = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ class GenerationService:
         The job is followed until PIXAZO_JOB_RESUME_S after the call was received. If this instance stops
         first, the row stays PENDING (the lease's release leaves it to the next instance)."""
         assert gen.request_id is not None  # noqa: S101 - claim_jobs returns only rows with a job
-        age = max(0.0, (datetime.now(UTC) - _parse_time(gen.timestamp)).total_seconds())
+        age = max(0.0, (datetime.now(UTC) - parse_utc(gen.timestamp)).total_seconds())
         now = time.monotonic()
         call = _Call(gen.id, gen.caller, attempts=gen.attempts or 1, started=now - age,
                      deadline=now + self.settings.job_resume_s - age, bound_s=self.settings.job_resume_s,
@@ -454,12 +454,6 @@ class GenerationService:
                 await call.notify()
                 raise UpstreamJobError(status.state, status.error or "no reason given")
             await call.notify()
-
-
-def _parse_time(stamp: str) -> datetime:
-    """A row's UTC timestamp (ISO 8601, with or without its zone)."""
-    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @dataclass

@@ -19,18 +19,16 @@ import base64
 import binascii
 import hashlib
 import secrets
-import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from app.core.service import SUCCESS, GenerationService
 from app.errors import DownloadError
-from app.outbound import PublicResolver
+from app.outbound import outbound_session
 from app.settings import Settings
 from app.storage.images import DECODE_ERRORS, make_thumbnail, thumbnail_key
 from app.storage.imagetype import MAX_HEADER_BYTES, ImageHeader, sniff
@@ -160,13 +158,18 @@ class Uploads:
         head, sep, payload = uri.partition(",")
         if not sep or not head.startswith("data:") or not head.endswith(";base64"):
             raise UploadError(415, "a data: URI must be base64 (data:image/png;base64,...)")
+        return await self.from_base64(payload, caller, "data URI")
+
+    async def from_base64(self, payload: str, caller: str | None, source: str) -> Generation:
+        """Base64 bytes the caller holds (a data: URI's, the app's file), kept as by `keep`; too long a
+        text is refused before it is decoded."""
         if len(payload) > self.max_bytes * 4 // 3 + 4:
-            raise UploadError(413, f"the image is larger than {self.max_bytes} bytes")
+            raise UploadError(413, f"The image is larger than {self.max_bytes} bytes.")
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise UploadError(415, "the data: URI is not valid base64") from None
-        return await self.keep(data, caller, "data URI")
+            raise UploadError(415, "The image is not valid base64.") from None
+        return await self.keep(data, caller, source)
 
     async def from_file_link(self, url: str, caller: str | None) -> Generation:
         """A file ChatGPT hands over (`download_url`): fetched under the outbound rules, then kept."""
@@ -175,17 +178,11 @@ class Uploads:
     async def _download(self, url: str) -> bytes:
         if not url.startswith("https://"):
             raise UploadError(415, "a file's download_url must be https")
-        context = ssl.create_default_context()
-        ca_file: Path | None = self.settings.oauth_ca_file
-        if ca_file is not None:
-            context.load_verify_locations(cafile=str(ca_file))
-        connector = aiohttp.TCPConnector(resolver=PublicResolver(
-            [h.lower() for h in self.settings.oauth_metadata_loopback_hosts]), ssl=context, use_dns_cache=False)
-        # No redirects (a public name must not hand us to a private one), no proxy from the environment.
+        # No redirects: a public name must not hand us to a private one.
         try:
             async with (
-                aiohttp.ClientSession(connector=connector,
-                                      timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)) as http,
+                outbound_session(self.settings.oauth_metadata_loopback_hosts, self.settings.oauth_ca_file,
+                                 FETCH_TIMEOUT_S) as http,
                 http.get(url, allow_redirects=False) as response,
             ):
                 if response.status != 200:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import time
 from collections import defaultdict, deque
 from contextvars import ContextVar
@@ -25,7 +24,7 @@ from pydantic import ValidationError
 
 from app.identity.names import name_problem
 from app.identity.redirects import redirect_uri_allowed
-from app.outbound import NotPublicError, PublicResolver, address_allowed
+from app.outbound import NotPublicError, address_allowed, outbound_session
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +72,8 @@ class MetadataDocuments:
         self._started: dict[str, deque[float]] = {}
 
     async def __aenter__(self) -> MetadataDocuments:
-        context = ssl.create_default_context()
-        if self._ca_file is not None:
-            context.load_verify_locations(cafile=str(self._ca_file))
-        connector = aiohttp.TCPConnector(resolver=PublicResolver(self._loopback_hosts), ssl=context, limit=TOTAL,
-                                         limit_per_host=PER_HOST, use_dns_cache=False)
-        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-        # trust_env stays off: no proxy from the environment decides where these requests go.
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        self._session = outbound_session(self._loopback_hosts, self._ca_file, TIMEOUT_S, limit=TOTAL,
+                                         limit_per_host=PER_HOST)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

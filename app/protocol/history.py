@@ -10,6 +10,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from app import __version__
+from app.core.uploads import UPLOAD
 from app.identity.tokens import current_caller
 from app.protocol.results import (
     DetailOut,
@@ -62,7 +63,7 @@ async def get_generation(ctx: Context, id: Annotated[int, Field(ge=MIN_ID, le=MA
     """One generation, with its `parent` and `children`."""
     service, viewer, gen = state_of(ctx).service, current_caller(), await visible(ctx, id)
     detail = await generation_detail(service, gen, viewer)
-    made = "an upload" if gen.operation == gen.model else f"{gen.operation} with {gen.model}"
+    made = "an upload" if gen.operation == UPLOAD else f"{gen.operation} with {gen.model}"
     text = (f"Generation {gen.id}: {gen.status}, {made}"
             + (f", made from {gen.parent_id}" if gen.parent_id else "") + (f", image {gen.resource_uri}"
                                                                               if gen.resource_uri else "") + ".")

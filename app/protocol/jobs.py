@@ -35,7 +35,7 @@ from app.protocol.results import (
     state_of,
     visible,
 )
-from app.storage.records import MAX_ID, MIN_ID, PENDING, Generation
+from app.storage.records import MAX_ID, MIN_ID, PENDING, Generation, parse_utc
 
 WAIT_HELP = "false: answer at once (PENDING); then pix_wait."
 WAIT_FIELD: Any = (Annotated[bool, Field(description=WAIT_HELP)], True)
@@ -72,6 +72,8 @@ def _log(gen: Generation) -> None:
 def _pending(state: AppState, gen: Generation, running: Running | None) -> CallToolResult:
     if running is not None:
         activity, elapsed = running.live.describe(), running.live.elapsed_s()
+    elif gen.operation == UPLOAD:  # an upload link: nothing runs until the person's file arrives
+        activity, elapsed = "waiting for the upload", _age_s(gen)
     else:  # running on another instance: the row says what it can
         activity = (f"Pixazo job {gen.request_id}" if gen.request_id else "running on another server instance")
         elapsed = _age_s(gen)
@@ -79,8 +81,7 @@ def _pending(state: AppState, gen: Generation, running: Running | None) -> CallT
 
 
 def _age_s(gen: Generation) -> int:
-    made = datetime.fromisoformat(gen.timestamp.replace("Z", "+00:00"))
-    return max(0, round((datetime.now(UTC) - made).total_seconds()))
+    return max(0, round((datetime.now(UTC) - parse_utc(gen.timestamp)).total_seconds()))
 
 
 async def _follow(ctx: Context, state: AppState, running: Running, wait_s: float, *,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.core.lineage import CHILDREN_SHOWN, lineage
 from app.core.service import DOWNLOAD_FAILED, SUCCESS, GenerationService, Outcome
 from app.core.state import AppState
+from app.core.uploads import UPLOAD
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.storage.images import THUMB_MIME
@@ -210,7 +211,7 @@ async def generation_result(outcome: Outcome, state: AppState, label: str = "Gen
 
 # What each operation's result calls its image (pix_wait answers as the original call did).
 LABELS = {"generate": "Generated image", "upscale": "Upscaled image", "remove_background": "Image without background",
-          "inpaint": "Inpainted image", "outpaint": "Outpainted image", "upload": "Uploaded image"}
+          "inpaint": "Inpainted image", "outpaint": "Outpainted image", UPLOAD: "Uploaded image"}
 
 
 def label_for(gen: Generation) -> str:
@@ -235,12 +236,11 @@ def pending_result(gen: Generation, activity: str, elapsed_s: int, wait_s: float
         parameters=gen.parameters, created_at=gen.timestamp, model=gen.model, operation=gen.operation,
         parent_id=gen.parent_id, cost_usd=gen.cost_usd, activity=activity, elapsed_s=elapsed_s,
     ).model_dump(mode="json")
-    if gen.operation == "upload":  # a link waiting for the person's file: nothing runs, nothing is paid
+    if gen.operation == UPLOAD:  # a link waiting for the person's file: nothing runs, nothing is paid
         text = (f"Generation {gen.id} is an upload link not used yet ({elapsed_s} s since it was made): the "
                 f"image arrives when the person uploads it. Call pix_wait with id {gen.id} again later; "
                 f"pix_cancel with id {gen.id} revokes the link.")
-        return CallToolResult(content=[TextContent(type="text", text=text)],
-                              structured_content={**structured, "activity": "waiting for the upload"})
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
     text = (f"Generation {gen.id} is still running ({activity}; {elapsed_s} s so far). It goes on without "
             f"waiting for you and is recorded either way. Call pix_wait with id {gen.id} to get the image "
             f"(each call waits up to {wait_s:g} s); do not call this tool again for it, which would make and "

@@ -3,8 +3,6 @@ upload (pix_app_upload, the bytes through the host, for the in-chat app's file i
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -69,13 +67,8 @@ async def pix_app_upload(
     """(App only.) Keep an image as an upload."""
     state = state_of(ctx)
     assert state.uploads is not None  # noqa: S101 - the lifespan always makes one
-    if len(data) > state.uploads.max_bytes * 4 // 3 + 4:
-        raise ToolError(f"The image is larger than {state.uploads.max_bytes} bytes. Nothing was recorded.")
     try:
-        raw = base64.b64decode(data, validate=True)
-        gen = await state.uploads.keep(raw, current_caller(), "the app")
-    except (binascii.Error, ValueError):
-        raise ToolError("`data` must be base64. Nothing was recorded.") from None
+        gen = await state.uploads.from_base64(data, current_caller(), "the app")
     except UploadError as exc:
         raise ToolError(f"{exc.message} Nothing was recorded.") from None
     return CallToolResult(content=[TextContent(type="text", text=f"Uploaded as generation {gen.id}.")],

@@ -65,6 +65,12 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_utc(stamp: str) -> datetime:
+    """A row's timestamp (utc_now's format; one without a zone is taken as UTC) as an aware datetime."""
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 
 @dataclass(frozen=True)
 class Generation:
