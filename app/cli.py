@@ -107,9 +107,9 @@ def _backup(args: argparse.Namespace) -> int:
 
     source = args.db or Settings.load().db_path
     target = Path(args.dest)
-    if (target / Path(source).name if target.is_dir() else target).exists() and not args.force:
-        existing = target / Path(source).name if target.is_dir() else target
-        print(f"pixazo-mcp backup: {existing} exists; give --force to replace it", file=sys.stderr)
+    written = target / Path(source).name if target.is_dir() else target
+    if written.exists() and not args.force:
+        print(f"pixazo-mcp backup: {written} exists; give --force to replace it", file=sys.stderr)
         return 2
     try:
         count = backup(Path(source), target)
