@@ -134,7 +134,7 @@ async def test_the_result_carries_text_a_resource_link_and_a_thumbnail(tmp_path:
 
 
 async def test_the_largest_noisy_image_is_thumbnailed_under_the_limits(tmp_path: Path) -> None:
-    from app.storage.images import make_thumbnail
+    from app.storage.renditions import make_thumbnail
 
     # 1536 x 1536 is the largest a model makes; pure noise is the worst case for the JPEG's size.
     noisy = Image.merge("RGB", [Image.effect_noise((1536, 1152), 120) for _ in range(3)])

@@ -27,6 +27,7 @@ from app.settings import Settings
 from app.storage.blobs import BlobStore, LocalBlobStore
 from app.storage.database import RecordStore, open_store, redacted
 from app.storage.images import ImageStore
+from app.storage.renditions import set_decode_limit
 from app.storage.rows import Instance
 from app.storage.s3 import S3BlobStore
 
@@ -87,7 +88,8 @@ async def open_state(settings: Settings, *, link_base: str | None = None) -> Asy
     # so is this server). The header check refuses larger images before Pillow ever sees them; this
     # covers any other path.
     Image.MAX_IMAGE_PIXELS = max(settings.max_image_pixels, settings.max_edit_pixels)
-    # Decoding is CPU work, and Pillow releases the GIL while it decodes and resizes: about one
+    set_decode_limit(Image.MAX_IMAGE_PIXELS)  # the same for libvips' renditions
+    # Decoding is CPU work, and libvips (as Pillow) releases the GIL while it decodes and resizes: one
     # thread per core keeps the cores busy without holding more decoded images than that in memory.
     pool = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="pixazo-image")
     instance = Instance()

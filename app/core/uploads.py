@@ -30,9 +30,10 @@ from app.core.service import SUCCESS, GenerationService
 from app.errors import DownloadError
 from app.outbound import outbound_session
 from app.settings import Settings
-from app.storage.images import DECODE_ERRORS, make_thumbnail, thumbnail_key
+from app.storage.images import DECODE_ERRORS, thumbnail_key
 from app.storage.imagetype import MAX_HEADER_BYTES, ImageHeader, sniff
 from app.storage.records import PENDING, Generation
+from app.storage.renditions import make_thumbnail
 from app.storage.rows import CallMeta
 
 UPLOAD = "upload"

@@ -28,8 +28,8 @@ from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.protocol.editing import resolve_input, run_edit
 from app.protocol.results import state_of, visible
-from app.storage.images import THUMB_MIME
 from app.storage.records import MAX_ID, MIN_ID
+from app.storage.renditions import THUMB_MIME
 
 APP_URI = "ui://pixazo/app"
 APP_HTML = "pixazo-app.html"

@@ -17,8 +17,8 @@ from app.core.state import AppState
 from app.core.uploads import UPLOAD
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
-from app.storage.images import THUMB_MIME
 from app.storage.records import PENDING, Generation
+from app.storage.renditions import THUMB_MIME
 
 
 class GenerationResult(BaseModel):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import logging
 import secrets
 import shutil
@@ -31,15 +30,14 @@ from app.errors import BlobNotFoundError, BlobStoreError, DownloadError
 from app.net import is_loopback
 from app.storage.blobs import BlobStore, LocalBlobStore, check_key
 from app.storage.imagetype import MAX_HEADER_BYTES, PNG_END, ImageHeader, check_end, sniff
+from app.storage.renditions import RenditionError, make_display, make_thumbnail
 
 logger = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
-THUMB_MAX_SIDE = 512
-THUMB_MAX_BYTES = 40 * 1024  # an inline thumbnail is paid for in the agent's context: it renders well at this
-THUMB_MIME = "image/jpeg"
-# What a failed decode looks like in Pillow (a damaged file, or one over MAX_IMAGE_PIXELS).
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# What a failed decode looks like: libvips' (renditions) and Pillow's (a mask; a damaged file, or one
+# over MAX_IMAGE_PIXELS).
+DECODE_ERRORS = (RenditionError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -75,72 +73,6 @@ def check_url(url: str, patterns: list[str]) -> None:
     if parts.scheme == "http" and is_loopback(host) and host.lower() in [p.lower() for p in patterns]:
         return
     raise DownloadError(f"the image URL uses {parts.scheme or 'no'} scheme; only https is allowed")
-
-
-def make_thumbnail(source: Path | bytes) -> bytes:
-    """A JPEG at most THUMB_MAX_SIDE px on its long side and at most THUMB_MAX_BYTES.
-
-    The cheapest correct path: `draft` lets a JPEG decode at 1/2, 1/4 or 1/8 scale; then `reduce`
-    averages whole blocks of pixels (1024 -> 512 in 2 ms where a bicubic resize takes 16), and only
-    what is left over is resampled. A PNG has no shortcut: its decode is the cost. Runs in the image
-    pool, never on the event loop.
-    """
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-        img.draft("RGB", (THUMB_MAX_SIDE, THUMB_MAX_SIDE))
-        img.load()
-        work: Image.Image = img if img.mode in ("RGB", "L", "RGBA", "LA") else img.convert("RGB")
-        factor = max(work.size) // THUMB_MAX_SIDE
-        if factor >= 2:
-            work = work.reduce(factor)
-        if max(work.size) > THUMB_MAX_SIDE:
-            work.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE), reducing_gap=None)
-        rgb = _on_checkerboard(work) if work.mode in ("RGBA", "LA") else (
-            work if work.mode == "RGB" else work.convert("RGB"))
-    side = THUMB_MAX_SIDE
-    while True:
-        thumb = rgb
-        if max(rgb.size) > side:
-            thumb = rgb.copy()
-            thumb.thumbnail((side, side))
-        for quality in (80, 70, 60, 50, 40):
-            out = io.BytesIO()
-            thumb.save(out, format="JPEG", quality=quality)
-            if out.tell() <= THUMB_MAX_BYTES:
-                return out.getvalue()
-        side //= 2
-
-
-DISPLAY_MAX_SIDE = 1024  # the in-chat app's rendition: large enough to look at, small enough to send
-
-
-def make_display(source: Path | bytes) -> tuple[bytes, str]:
-    """A rendition at most DISPLAY_MAX_SIDE px on its long side: PNG where the image has transparency
-    (a removed background stays see-through), JPEG otherwise. (bytes, MIME type)."""
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-        img.draft("RGB", (DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
-        img.load()
-        alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-        work: Image.Image = img.convert("RGBA" if alpha else "RGB")
-    if max(work.size) > DISPLAY_MAX_SIDE:
-        work.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
-    out = io.BytesIO()
-    if alpha:
-        work.save(out, format="PNG", optimize=False, compress_level=6)
-        return out.getvalue(), "image/png"
-    work.save(out, format="JPEG", quality=85)
-    return out.getvalue(), "image/jpeg"
-
-
-def _on_checkerboard(img: Image.Image, square: int = 16) -> Image.Image:
-    """A transparent image over the usual grey-and-white squares (a JPEG has no transparency, and black
-    would hide a cut-out's edges)."""
-    board = Image.new("RGB", img.size, (255, 255, 255))
-    grey = Image.new("RGB", (square, square), (204, 204, 204))
-    for y in range(0, img.height, square):
-        for x in range((y // square) % 2 * square, img.width, 2 * square):
-            board.paste(grey, (x, y))
-    board.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-    return board
 
 
 def thumbnail_key(name: str) -> str:
