@@ -84,11 +84,11 @@ def _stdio(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_simulator(host: str, port: int, latency: float, api_key: str | None) -> None:
+async def _serve_simulator(host: str, port: int, latency: float, api_key: str | None, look: str) -> None:
     from app.pixazo.gateway import SDXL_PATH
     from app.pixazo.simulator import Simulator
 
-    sim = await Simulator(latency=latency, api_key=api_key, host=host, port=port).start()
+    sim = await Simulator(latency=latency, api_key=api_key, host=host, port=port, look=look).start()
     print(f"Pixazo simulator on {sim.url}{SDXL_PATH}", flush=True)
     try:
         await asyncio.Event().wait()
@@ -98,7 +98,7 @@ async def _serve_simulator(host: str, port: int, latency: float, api_key: str | 
 
 def _simulator(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_simulator(args.host, args.port, args.latency, args.api_key))
+        asyncio.run(_serve_simulator(args.host, args.port, args.latency, args.api_key, args.images))
     return 0
 
 
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8100)
     sim.add_argument("--latency", type=float, default=2.0, help="seconds per generation")
     sim.add_argument("--api-key", default=None, help="the only key it accepts (default: any)")
+    sim.add_argument("--images", choices=("noise", "photo", "tiny"), default="noise",
+                     help="what its images look like: gradients under noise, a photograph's statistics, 16 px")
     sim.set_defaults(func=_simulator)
     bench = sub.add_parser("bench", help="measure throughput and overhead against a minimal reference server")
     bench.add_argument("--calls", type=int, default=600, help="calls in all (N)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,22 @@ async def test_metrics_after_a_few_calls(tmp_path: Path, sim: Simulator) -> None
     assert "pixazo_queue_wait_seconds_count 3.0" in text
     assert "pixazo_calls_in_flight 0.0" in text
     assert 'pixazo_breaker_state{pixazo_breaker_state="closed"} 1.0' in text
+    # Where each call's own time went: three rows admitted, two images kept, no thumbnail asked for.
+    for stage, count in (("admit", 3), ("download_wait", 2), ("download", 2), ("finish", 2)):
+        assert f'pixazo_stage_seconds_count{{stage="{stage}"}} {count}.0' in text, stage
+    assert 'stage="thumbnail"' not in text
+
+
+async def test_the_thumbnail_stages_are_timed(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, auth_tokens=TOKENS)
+    async with live_server(settings) as live:
+        await burst(live, ALICE, 2)
+        async with httpx2.AsyncClient(headers=bearer(BOB)) as http:
+            text = (await http.get(live.url + "/metrics")).text
+    for stage in ("thumbnail_wait", "thumbnail"):
+        assert f'pixazo_stage_seconds_count{{stage="{stage}"}} 2.0' in text, stage
+    decode = float(re.search(r'^pixazo_stage_seconds_sum\{stage="thumbnail"\} (\S+)$', text, re.M)[1])
+    assert 0 < decode < 10
 
 
 async def test_pix_status_without_limits_or_tokens(tmp_path: Path, sim: Simulator) -> None:

@@ -6,6 +6,10 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180)
 QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Where a call's time goes besides Pixazo: its row (admit, finish), the wait for a download slot and
+# the download, the wait for an image-pool thread and the decode (the thumbnail).
+STAGES = ("admit", "download_wait", "download", "thumbnail_wait", "thumbnail", "finish")
 
 
 class Metrics:
@@ -27,6 +31,9 @@ class Metrics:
         self.retries = Counter("pixazo_retries", "Retried attempts at Pixazo.", registry=self.registry)
         self.breaker = Enum("pixazo_breaker_state", "Circuit breaker state.",
                             states=["closed", "half_open", "open"], registry=self.registry)
+        self.stages = Histogram("pixazo_stage_seconds", "Time in each stage of a call besides Pixazo: "
+                                "admit, download_wait, download, thumbnail_wait, thumbnail, finish.", ["stage"],
+                                buckets=STAGE_BUCKETS, registry=self.registry)
         self.breaker_failures = Gauge("pixazo_breaker_consecutive_failures",
                                       "Consecutive gateway failures counted by the breaker.", registry=self.registry)
 
@@ -34,6 +41,9 @@ class Metrics:
         self.generations.labels(status=status, caller=caller or "anonymous").inc()
         if cost_usd:
             self.spend.labels(caller=caller or "anonymous").inc(cost_usd)
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stages.labels(stage=name).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

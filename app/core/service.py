@@ -215,7 +215,9 @@ class GenerationService:
         """The call's row, PENDING; or, when a limit or the budget refuses it, the finished row and why."""
         meta = CallMeta(request.model, request.operation, request.parent_id,
                         self.prices.price(request.endpoint, request.values))
+        started = time.monotonic()
         pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller, meta)
+        self.metrics.stage("admit", time.monotonic() - started)
         if refusal is not None:
             self._observe(pending)  # already finished RATE_LIMITED or BUDGET_EXCEEDED: nothing was sent
             return pending, refusal.message
@@ -364,7 +366,9 @@ class GenerationService:
             done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=why,
                                            **call.fields())
             return Outcome(done, download_problem=why, job_state=call.job_state)
+        started = time.monotonic()
         done = await self.store.finish(call.id, SUCCESS, image_url=image_url, image=stored, **call.fields())
+        self.metrics.stage("finish", time.monotonic() - started)
         return Outcome(done, thumbnail=stored.thumbnail, job_state=call.job_state)
 
     async def _call_with_retries(self, request: GenerationRequest, call: _Call) -> str:

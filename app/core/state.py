@@ -108,7 +108,9 @@ async def open_state(settings: Settings, *, link_base: str | None = None) -> Asy
             images = ImageStore(blobs, http, settings.allowed_image_hosts, max_bytes=settings.max_image_bytes,
                                 max_pixels=settings.max_image_pixels, max_downloads=settings.max_downloads,
                                 pool=pool)
-            service = GenerationService(settings, store, client, images, Metrics(), prices)
+            metrics = Metrics()
+            images.on_stage = metrics.stage
+            service = GenerationService(settings, store, client, images, metrics, prices)
             # Queue jobs whose owner is gone are resumed, from now (a restart's own jobs) and at every
             # lease tick. Stopped before the session and the image store close (the stack unwinds
             # first), and before the lease is released: their rows stay PENDING for the next instance.

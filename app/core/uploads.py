@@ -14,7 +14,6 @@ no blob, the row still PENDING, and the link usable again until it expires.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -133,7 +132,7 @@ class Uploads:
             raise UploadError(422, f"The image is {header.width}x{header.height} pixels, over the "
                                    f"{self.settings.max_edit_pixels}-pixel limit.")
         try:
-            thumb = await asyncio.get_running_loop().run_in_executor(self.service.images.pool, make_thumbnail, data)
+            thumb = await self.service.images.in_pool(make_thumbnail, data)
         except DECODE_ERRORS:
             raise UploadError(422, "The file is not a readable image (it does not decode).") from None
         return header, thumb

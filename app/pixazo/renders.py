@@ -16,11 +16,16 @@ import struct
 import threading
 import zlib
 
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageFilter
 
 # Real SDXL PNGs are 1.3-2 MB at 1024x1024: gradients under coarse noise, upscaled so PNG's filters
 # find some structure but zlib cannot flatten it, give about 1.6 MB at that size.
 VARIANTS = 3  # distinct renders per size; a request picks one from its prompt and seed
+# What the images look like: the simulator's gradients under noise (the default), a photograph's
+# statistics (`photo`), or a 16 px image whatever the size asked (`tiny`: to measure the server's own
+# per-call overhead without the image's).
+LOOKS = ("noise", "photo", "tiny")
+TINY_SIDE = 16
 NOISE_SCALE = 8
 NOISE_SIGMA = 40
 # What the image route agrees to render. Results larger than MAX_SIDE (an 8x upscale of 1024²) are
@@ -40,11 +45,30 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @functools.lru_cache(maxsize=16)
-def _render(width: int, height: int, variant: int, alpha: bool = False) -> bytes:
-    """One real-size, real-entropy PNG without its IEND chunk (about 1 s of CPU at 1024x1024).
+def _render(width: int, height: int, variant: int, alpha: bool = False, look: str = "noise") -> bytes:
+    """One real-size PNG without its IEND chunk, in one of LOOKS (about 0.5-1 s of CPU at 1024x1024).
 
     With `alpha`, an RGBA PNG whose subject (the centre) is opaque and whose edges are transparent,
     the way a background removal's result looks."""
+    if look == "tiny":
+        width = height = TINY_SIDE
+    img = _photo(width, height, variant) if look == "photo" else _gradients(width, height, variant)
+    if alpha:
+        radial = Image.radial_gradient("L").resize((width, height))
+        # radial_gradient is 0 at the centre and 255 at the corners: inverted, an opaque subject
+        img.putalpha(ImageChops.invert(radial).point(lambda v: 255 if v > 128 else 0))
+    out = io.BytesIO()
+    # The simulator's own look is written fast; the photograph as a typical encoder writes it (zlib
+    # level 6 with Pillow's adaptive filters, as diffusers' save does).
+    img.save(out, format="PNG", compress_level=6 if look == "photo" else 1)
+    data = out.getvalue()
+    if not data.endswith(IEND):  # pragma: no cover - Pillow always ends a PNG with IEND
+        raise ValueError("Pillow wrote a PNG without IEND")
+    return data[: -len(IEND)]
+
+
+def _gradients(width: int, height: int, variant: int) -> Image.Image:
+    """The simulator's look: gradients under coarse noise (about 1.6 MB at 1024²)."""
     gradient = Image.linear_gradient("L").resize((width, height))
     radial = Image.radial_gradient("L").resize((width, height))
     planes = [gradient, gradient.transpose(Image.Transpose.TRANSPOSE).resize((width, height)), radial]
@@ -54,16 +78,39 @@ def _render(width: int, height: int, variant: int, alpha: bool = False) -> bytes
     noise = Image.merge("RGB", [
         _noise(small, (width, height, variant, plane)).resize((width, height), Image.Resampling.BILINEAR)
         for plane in range(3)])
-    img = ImageChops.add(base, noise, scale=1.0, offset=-128)
-    if alpha:
-        # radial_gradient is 0 at the centre and 255 at the corners: inverted, an opaque subject
-        img.putalpha(ImageChops.invert(radial).point(lambda v: 255 if v > 128 else 0))
-    out = io.BytesIO()
-    img.save(out, format="PNG", compress_level=1)
-    data = out.getvalue()
-    if not data.endswith(IEND):  # pragma: no cover - Pillow always ends a PNG with IEND
-        raise ValueError("Pillow wrote a PNG without IEND")
-    return data[: -len(IEND)]
+    return ImageChops.add(base, noise, scale=1.0, offset=-128)
+
+
+def _octaves(width: int, height: int, seed: tuple[object, ...], sides: tuple[int, ...]) -> Image.Image:
+    """Random planes from coarse to fine, each with less weight (amplitude ~ 1 / side^0.8): the
+    falling spectrum of natural images, so smooth areas, soft structure and fine texture all appear."""
+    rng = random.Random(repr(seed))  # noqa: S311 - test pixels, not security
+    acc, total = Image.new("L", (width, height), 128), 0.0
+    for side in sides:
+        weight = 1.0 / side ** 0.8
+        total += weight
+        layer = Image.frombytes("L", (side, side), rng.randbytes(side * side))
+        acc = Image.blend(acc, layer.resize((width, height), Image.Resampling.BICUBIC), weight / total)
+    return acc
+
+
+def _photo(width: int, height: int, variant: int) -> Image.Image:
+    """A photograph's statistics, not its subject: a luminance plane with a natural image's falling
+    spectrum and a few hard-edged shapes, a weak low-frequency colour cast per channel, and sensor
+    grain. A 1024² render is about 1.9 MB as a PNG, as SDXL's photographs are; no two variants alike."""
+    rng = random.Random(repr(("photo", width, height, variant)))  # noqa: S311 - test pixels, not security
+    light = _octaves(width, height, ("L", variant), (4, 8, 16, 32, 64, 128, 256, 512, 1024))
+    light = Image.eval(light, lambda v: max(0, min(255, (v - 128) * 4 + 128)))
+    shapes = _octaves(width, height, ("S", variant), (3, 6, 12)).point(lambda v: 60 if v > 132 else 0)
+    light = ImageChops.subtract(light, shapes.filter(ImageFilter.GaussianBlur(1)))
+    planes = []
+    for channel in range(3):
+        cast = rng.randint(-30, 30)
+        table = [max(0, min(255, (v - 128) * 2 + 128 + cast)) for v in range(256)]
+        colour = _octaves(width, height, ("C", variant, channel), (2, 4, 8, 16)).point(table)
+        planes.append(ImageChops.add(light, colour, 1.0, -128))
+    grain = Image.frombytes("L", (width, height), rng.randbytes(width * height)).point(lambda v: 117 + v // 12)
+    return ImageChops.add(Image.merge("RGB", planes), Image.merge("RGB", [grain] * 3), 1.0, -128)
 
 
 def _noise(size: tuple[int, int], seed: tuple[int, ...]) -> Image.Image:
@@ -75,10 +122,10 @@ def _noise(size: tuple[int, int], seed: tuple[int, ...]) -> Image.Image:
                                             for _ in range(size[0] * size[1])))
 
 
-def rendered(width: int, height: int, variant: int, alpha: bool = False) -> bytes:
-    """The cached render (made once per size and variant, under a lock so a crowd waits for one)."""
+def rendered(width: int, height: int, variant: int, alpha: bool = False, look: str = "noise") -> bytes:
+    """The cached render (made once per size, variant and look, under a lock so a crowd waits for one)."""
     with _render_lock:
-        return _render(width, height, variant, alpha)
+        return _render(width, height, variant, alpha, look)
 
 
 def variant_of(prompt: str, seed: int) -> int:

@@ -60,6 +60,7 @@ from app.pixazo.gateway import (
 from app.pixazo.renders import (
     IEND,
     IMAGE_NAME,
+    LOOKS,
     MAX_SIDE,
     MIN_SIDE,
     PNG_SIGNATURE,
@@ -251,8 +252,11 @@ class Simulator:
     def __init__(self, *, latency: float = 0.0, api_key: str | None = None, host: str = "127.0.0.1",
                  port: int = 0, error_rates: dict[str, float] | None = None,
                  rng_seed: int | None = None, queue_polls_before_done: int = 2, queue_seconds: float = 0.0,
-                 fetch_timeout: float = 5.0, queued_models: tuple[str, ...] = ()) -> None:
+                 fetch_timeout: float = 5.0, queued_models: tuple[str, ...] = (), look: str = "noise") -> None:
+        if look not in LOOKS:
+            raise ValueError(f"look must be one of {', '.join(LOOKS)}")
         self.latency = latency
+        self.look = look  # what the image route serves (renders.LOOKS)
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -579,7 +583,7 @@ class Simulator:
         """Render every variant of a size now (about 1 s of CPU each at 1024²), so that a measurement
         that follows does not include the simulator's one-off work."""
         for variant in range(VARIANTS):
-            await asyncio.to_thread(rendered, width, height, variant)
+            await asyncio.to_thread(rendered, width, height, variant, False, self.look)
 
     def image_bytes(self, url_or_name: str) -> bytes:
         """The exact bytes the image route serves for this URL or name (tests compare against them)."""
@@ -588,7 +592,7 @@ class Simulator:
         if match is None:
             raise KeyError(name)
         width, height, variant, alpha = int(match[2]), int(match[3]), int(match[4]), bool(match[5])
-        return rendered(width, height, variant, alpha) + text_chunk(f"pixazo-sim {name}") + IEND
+        return rendered(width, height, variant, alpha, self.look) + text_chunk(f"pixazo-sim {name}") + IEND
 
     async def _image(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -597,7 +601,7 @@ class Simulator:
             return web.Response(status=404, text="not found")
         width, height, variant, alpha = int(match[2]), int(match[3]), int(match[4]), bool(match[5])
         # A first request for a size renders it off the loop; every later one only sends cached bytes.
-        head = await asyncio.to_thread(rendered, width, height, variant, alpha)
+        head = await asyncio.to_thread(rendered, width, height, variant, alpha, self.look)
         tail = text_chunk(f"pixazo-sim {name}") + IEND
         resp = web.StreamResponse(headers={"Content-Type": "image/png"})
         resp.content_length = len(head) + len(tail)

@@ -17,10 +17,12 @@ import logging
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -33,6 +35,8 @@ from app.storage.imagetype import MAX_HEADER_BYTES, PNG_END, ImageHeader, check_
 from app.storage.renditions import RenditionError, make_display, make_thumbnail
 
 logger = logging.getLogger(__name__)
+_Source = TypeVar("_Source")
+_Made = TypeVar("_Made")
 
 MAX_REDIRECTS = 3
 # What a failed decode looks like: libvips' (renditions) and Pillow's (a mask; a damaged file, or one
@@ -151,6 +155,8 @@ class ImageStore:
         self._downloads = asyncio.Semaphore(max_downloads)
         self._pool = pool
         self._spool: LocalBlobStore | None = None
+        # Hears (stage, seconds) for download_wait, download, thumbnail_wait and thumbnail (the metrics).
+        self.on_stage: Callable[[str, float], None] = _ignore
 
     async def aclose(self) -> None:
         if self._spool is not None:
@@ -180,19 +186,25 @@ class ImageStore:
         `max_pixels` and `max_bytes` replace the store's caps for this image (an upscale's output is
         larger than any generated image); the pixel cap is still read from the header before any decode.
         """
+        queued = time.monotonic()
         async with self._downloads:
+            started = time.monotonic()
+            self.on_stage("download_wait", started - queued)
+            decoding = [0.0]
             try:
                 return await self._download(url, gen_id, with_thumbnail, max_pixels or self._max_pixels,
-                                            max_bytes or self._max)
+                                            max_bytes or self._max, decoding)
             except TimeoutError:
                 raise DownloadError("the image download timed out") from None
             except aiohttp.ClientError as exc:
                 raise DownloadError(f"the image download failed ({type(exc).__name__})") from None
             except BlobStoreError as exc:
                 raise DownloadError(str(exc)) from None
+            finally:
+                self.on_stage("download", time.monotonic() - started - decoding[0])
 
     async def _download(self, url: str, gen_id: int, with_thumbnail: bool, max_pixels: int,
-                        max_bytes: int) -> StoredImage:
+                        max_bytes: int, decoding: list[float]) -> StoredImage:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, self._allowed)
             # The session's own timeouts apply (see app.core.state.http_session).
@@ -207,10 +219,11 @@ class ImageStore:
                     raise DownloadError(f"the image host answered HTTP {resp.status}")
                 if resp.content_length is not None and resp.content_length > max_bytes:
                     raise DownloadError(f"the image is larger than the {max_bytes}-byte limit")
-                return await self._keep(_Download(resp.content, max_bytes, max_pixels), gen_id, with_thumbnail)
+                return await self._keep(_Download(resp.content, max_bytes, max_pixels), gen_id, with_thumbnail,
+                                        decoding)
         raise DownloadError("the image host redirected too many times")
 
-    async def _keep(self, body: _Download, gen_id: int, with_thumbnail: bool) -> StoredImage:
+    async def _keep(self, body: _Download, gen_id: int, with_thumbnail: bool, decoding: list[float]) -> StoredImage:
         header = await body.header()
         # Random, not the hash: the name must exist before the last byte (and so the hash) does.
         name = f"{gen_id}-{secrets.token_hex(8)}{header.ext}"
@@ -221,7 +234,7 @@ class ImageStore:
             spool = self._spool_store()
             await spool.put(name, body.chunks(), durable=False)
             try:
-                thumb = await self._thumbnail_of(spool.local_path(name))
+                thumb = await self._thumbnail_of(spool.local_path(name), decoding)
                 await self.blobs.put(name, spool.stream(name))
             finally:
                 await spool.delete(name)
@@ -229,18 +242,36 @@ class ImageStore:
             await self.blobs.put(name, body.chunks())
             if with_thumbnail and local is not None:
                 try:
-                    thumb = await self._thumbnail_of(local)
+                    thumb = await self._thumbnail_of(local, decoding)
                 except DownloadError:
                     await self.blobs.delete(name)
                     raise
         return StoredImage(name=name, size=body.size, sha256=body.hash.hexdigest(), mime=header.mime,
                            thumbnail=thumb)
 
-    async def _thumbnail_of(self, path: Path) -> bytes:
+    async def _thumbnail_of(self, path: Path, decoding: list[float]) -> bytes:
+        """The thumbnail of a download (the decode that checks it); the time it took goes to `decoding`."""
+        started = time.monotonic()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, make_thumbnail, path)
+            return await self.in_pool(make_thumbnail, path)
         except DECODE_ERRORS:
             raise DownloadError("the downloaded file is not a valid image (it does not decode)") from None
+        finally:
+            decoding[0] += time.monotonic() - started
+
+    async def in_pool(self, make: Callable[[_Source], _Made], source: _Source) -> _Made:
+        """`make(source)` in the image pool, its wait for a thread and its run told to on_stage."""
+        queued = time.monotonic()
+
+        def timed() -> tuple[_Made, float, float]:
+            started = time.monotonic()
+            made = make(source)
+            return made, started - queued, time.monotonic() - started
+
+        made, waited, ran = await asyncio.get_running_loop().run_in_executor(self._pool, timed)
+        self.on_stage("thumbnail_wait", waited)
+        self.on_stage("thumbnail", ran)
+        return made
 
     async def thumbnail(self, name: str) -> bytes:
         """The cached thumbnail of a stored image, made once (on its first view)."""
@@ -251,13 +282,12 @@ class ImageStore:
             pass
         local = self.blobs.local_path(name)
         if local is not None:
-            data = await asyncio.get_running_loop().run_in_executor(self._pool, make_thumbnail, local)
+            data = await self.in_pool(make_thumbnail, local)
         else:
             spool = self._spool_store()
             await spool.put(name, self.blobs.stream(name), durable=False)
             try:
-                data = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, make_thumbnail, spool.local_path(name))
+                data = await self.in_pool(make_thumbnail, spool.local_path(name))
             finally:
                 await spool.delete(name)
         # A cache: a full disk costs a later view another decode, nothing more.
@@ -281,6 +311,10 @@ class ImageStore:
         name = f"{gen_id}-{secrets.token_hex(8)}{ext}"
         await self.blobs.put(name, _one(data))
         return StoredImage(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(), mime=mime)
+
+
+def _ignore(stage: str, seconds: float) -> None:
+    pass
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
