@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--chart", default=None, help="write a PNG chart here (needs the 'bench' extra)")
     bench.add_argument("--no-reference", action="store_true", help="skip both yardstick servers")
     bench.add_argument("--no-keeper", action="store_true", help="skip the plain keeper")
+    bench.add_argument("--images", default="photo,noise",
+                       help="the simulator's looks to run, in turn: comma list of photo, noise, tiny")
+    bench.add_argument("--no-image-costs", action="store_true", help="skip the per-image CPU figures")
     bench.add_argument("--repeat", type=int, default=1, help="rounds per server (alternating); the median is kept")
     bench.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                        help="extra setting for our server, e.g. PIXAZO_INLINE_IMAGE=none (repeatable)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 from pathlib import Path
 
@@ -132,3 +133,11 @@ def test_the_display_is_a_jpeg_or_a_png_that_keeps_its_transparency() -> None:
     assert (mime, img.format, img.mode, img.size) == ("image/png", "PNG", "RGBA", (1024, 1024))
     assert pixel(img, (2, 2))[3] == 0
     assert pixel(img, (512, 512)) == (200, 20, 20, 255)
+
+
+def test_a_rendition_writes_nothing_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    # libvips reports "threadpool completed" at INFO for every pipeline: not a line per image.
+    with caplog.at_level(logging.DEBUG):
+        make_thumbnail(render_png("a lake", 4, 1024, 1024))
+        make_display(render_png("a lake", 4, 1024, 1024))
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pyvips")] == []

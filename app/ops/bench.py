@@ -29,6 +29,10 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from app.core.metrics import STAGES
+from app.ops.bench_images import image_costs, render_costs
+from app.pixazo.renders import LOOKS
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -50,6 +54,8 @@ class Result:
     errors: int
     rows: int | None
     kept: int | None = None  # rows whose image is on disk at its recorded size
+    images: str = "noise"  # the simulator's look (renders.LOOKS)
+    stages: dict[str, float] | None = None  # our server: mean ms per call in each stage, from its /metrics
 
 
 def _free_port() -> int:
@@ -171,8 +177,44 @@ def _kept(db: Path, query: str, root: Path | None) -> tuple[int, int]:
     return len(found), whole
 
 
+# What our server's /metrics times (besides the client's view): the stages of app.core.metrics, the
+# wait for a slot to call Pixazo and Pixazo itself.
+TIMED = {"slot wait": "pixazo_queue_wait_seconds", "Pixazo": "pixazo_upstream_latency_seconds",
+         **{stage: f'pixazo_stage_seconds{{stage="{stage}"}}' for stage in STAGES}}
+
+
+async def timings(url: str, token: str | None = None) -> dict[str, tuple[float, int]] | None:
+    """(seconds, count) of each timed stage so far, from the server's /metrics; None when it does not say."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with httpx2.AsyncClient(timeout=10, headers=headers) as http:
+            answer = await http.get(url + "/metrics")
+    except httpx2.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    found: dict[str, tuple[float, int]] = {}
+    for name, metric in TIMED.items():
+        base, _, labels = metric.partition("{")
+        label = "{" + labels if labels else ""
+        total = re.search(rf"^{re.escape(base)}_sum{re.escape(label)} ([0-9.e+-]+)$", answer.text, re.M)
+        count = re.search(rf"^{re.escape(base)}_count{re.escape(label)} ([0-9.e+-]+)$", answer.text, re.M)
+        if total and count:
+            found[name] = (float(total[1]), int(float(count[1])))
+    return found
+
+
+def stage_means(before: dict[str, tuple[float, int]] | None, after: dict[str, tuple[float, int]] | None,
+                calls: int) -> dict[str, float] | None:
+    """Mean ms per call spent in each stage between two readings (a stage a call skipped counts 0)."""
+    if before is None or after is None:
+        return None
+    return {name: round((after[name][0] - before.get(name, (0.0, 0))[0]) * 1000 / calls, 1)
+            for name in TIMED if name in after}
+
+
 async def bench_one(server: str, sim_url: str, calls: int, concurrency: int, sessions: int, latency: float,
-                    work: Path, extra_env: dict[str, str] | None = None) -> Result:
+                    work: Path, extra_env: dict[str, str] | None = None, look: str = "noise") -> Result:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     warm = min(20, calls)
@@ -198,35 +240,29 @@ async def bench_one(server: str, sim_url: str, calls: int, concurrency: int, ses
         db = None
         argv = [sys.executable, "-m", "app.ops.bench_reference", "--port", str(port), "--upstream", sim_url]
         env = {}
+    stages = None
     async with _process(argv, env, url + "/mcp", server) as proc:
         await drive(url, warm, min(20, concurrency), 1)  # warm-up, not counted
+        before = await timings(url) if server == "pixazo-mcp" else None
         cpu_before = _cpu_seconds(proc.pid)
         lat, errors, wall = await drive(url, calls, concurrency, sessions)
         cpu = _cpu_seconds(proc.pid) - cpu_before
         rss = _peak_rss_mb(proc.pid)
+        if before is not None:
+            stages = stage_means(before, await timings(url), calls)
     rows = kept = None
     if db is not None:
         rows, kept = await asyncio.to_thread(_kept, db, query, root)
         rows, kept = rows - warm, kept - warm
     result = _summarize(server, calls, concurrency, sessions, latency, lat, errors, wall, cpu, rss, rows)
-    return replace(result, kept=kept)
+    return replace(result, kept=kept, images=look, stages=stages)
 
 
 async def upstream_seconds(url: str, token: str | None) -> tuple[float, int] | None:
     """(seconds, attempts) the server has spent waiting for Pixazo, from its own /metrics; None when it
     does not say (no /metrics, or no access)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        async with httpx2.AsyncClient(timeout=10, headers=headers) as http:
-            answer = await http.get(url + "/metrics")
-    except httpx2.HTTPError:
-        return None
-    if answer.status_code != 200:
-        return None
-    found = dict(re.findall(r"^pixazo_upstream_latency_seconds_(sum|count) ([0-9.e+]+)$", answer.text, re.M))
-    if "sum" not in found or "count" not in found:
-        return None
-    return float(found["sum"]), int(float(found["count"]))
+    found = await timings(url, token)
+    return None if found is None else found.get("Pixazo")
 
 
 async def bench_url(url: str, calls: int, concurrency: int, sessions: int, latency: float,
@@ -259,28 +295,40 @@ def median_round(rounds: list[Result]) -> Result:
 
 
 def render(results: list[Result]) -> str:
-    head = ("| server | calls | at once | wall s | ideal s | calls/s | added p50 ms | p95 ms | p99 ms "
+    head = ("| images | server | calls | at once | wall s | ideal s | calls/s | added p50 ms | p95 ms | p99 ms "
             "| CPU ms/call | peak RSS MB | errors | rows | kept whole |")
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 15]
     for r in results:
         lines.append(
-            f"| {r.server} | {r.calls} | {r.concurrency} | {r.wall_s} | {r.ideal_s} | {r.throughput} "
+            f"| {r.images} | {r.server} | {r.calls} | {r.concurrency} | {r.wall_s} | {r.ideal_s} | {r.throughput} "
             f"| {r.added_p50_ms} | {r.added_p95_ms} | {r.added_p99_ms} | {_shown(r.cpu_ms_per_call)} "
             f"| {_shown(r.peak_rss_mb)} "
             f"| {r.errors} | {'-' if r.rows is None else r.rows} | {'-' if r.kept is None else r.kept} |")
     for mine in (r for r in results if r.server == "pixazo-mcp"):
-        same = {r.server: r for r in results if r.concurrency == mine.concurrency and r.calls == mine.calls}
+        same = {r.server: r for r in results if r.concurrency == mine.concurrency and r.calls == mine.calls
+                and r.images == mine.images}
         notes = []
         keeper, ref = same.get("plain-keeper"), same.get("reference")
         if keeper is not None and mine.cpu_ms_per_call and keeper.cpu_ms_per_call and mine.peak_rss_mb \
                 and keeper.peak_rss_mb:
             notes.append(f"CPU per call {mine.cpu_ms_per_call / keeper.cpu_ms_per_call:.2f}x and peak RSS "
                          f"{mine.peak_rss_mb / keeper.peak_rss_mb:.2f}x the plain keeper's")
+        if keeper is not None:
+            notes.append(f"wall {mine.wall_s / keeper.wall_s:.2f}x the plain keeper's")
         if ref is not None and mine.cpu_ms_per_call is not None and ref.cpu_ms_per_call is not None:
-            notes.append(f"CPU per call {mine.cpu_ms_per_call - ref.cpu_ms_per_call:+.2f} ms and wall "
+            notes.append(f"CPU per call {mine.cpu_ms_per_call - ref.cpu_ms_per_call:+.2f} ms "
+                         f"({mine.cpu_ms_per_call / ref.cpu_ms_per_call:.2f}x) and wall "
                          f"{mine.wall_s / ref.wall_s:.2f}x the minimal reference's")
         if notes:
-            lines.append(f"\nC={mine.concurrency}: " + "; ".join(notes))
+            lines.append(f"\n{mine.images} images, C={mine.concurrency}: " + "; ".join(notes))
+    staged = [r for r in results if r.stages]
+    if staged:
+        names = list(TIMED)
+        lines += ["", "Where pixazo-mcp's time went, mean ms per call (from its /metrics; stages overlap "
+                  "other calls' work):", "",
+                  "| images | at once | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        lines += [f"| {r.images} | {r.concurrency} | " + " | ".join(str((r.stages or {}).get(n, "-")) for n in names)
+                  + " |" for r in staged]
     return "\n".join(lines)
 
 
@@ -300,6 +348,7 @@ def chart(results: list[Result], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if r.images == results[0].images]  # one look per chart
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for name, style, color in (("pixazo-mcp", "o-", "tab:blue"), ("plain-keeper", "^-.", "tab:green"),
                                ("reference", "s--", "tab:orange")):
@@ -315,7 +364,7 @@ def chart(results: list[Result], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"pixazo-mcp vs a plain image keeper and a minimal MCP server, "
-                 f"{results[0].latency_s:g} s simulated latency")
+                 f"{results[0].latency_s:g} s simulated latency, {results[0].images} images")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -333,28 +382,37 @@ async def run(args: Any) -> int:
         servers = [s for s in SERVERS if not (s != "pixazo-mcp" and args.no_reference)
                    and not (s == "plain-keeper" and args.no_keeper)]
         print(f"machine: {machine()}", file=sys.stderr, flush=True)
+        looks = [look.strip() for look in args.images.split(",") if look.strip()]
+        if not looks or set(looks) - set(LOOKS):
+            print(f"pixazo-mcp bench: --images takes a comma list of {', '.join(LOOKS)}", file=sys.stderr)
+            return 2
         results = []
         with tempfile.TemporaryDirectory(prefix="pixazo-bench-") as tmp:
             work = Path(tmp)
-            sim_port = _free_port()
-            sim_url = f"http://127.0.0.1:{sim_port}"
-            argv = [sys.executable, "-m", "app.cli", "simulator", "--port", str(sim_port),
-                    "--latency", str(args.latency)]
-            async with _process(argv, {}, sim_url + "/_sim/stats", "simulator"):
-                extra = dict(item.split("=", 1) for item in args.server_env)
-                for concurrency in sweep:
-                    calls = args.calls if not args.sweep else max(args.calls, concurrency * 2)
-                    rounds: dict[str, list[Result]] = {server: [] for server in servers}
-                    # Rounds alternate the servers, so a noisy neighbour hits both alike.
-                    for _ in range(max(1, args.repeat)):
-                        for server in servers:
-                            result = await bench_one(server, sim_url, calls, concurrency, args.sessions,
-                                                     args.latency, work, extra)
-                            rounds[server].append(result)
-                            print(f"  {server}: {calls} calls at {concurrency}: {result.wall_s} s, "
-                                  f"{result.cpu_ms_per_call} ms CPU/call, {result.errors} errors",
-                                  file=sys.stderr, flush=True)
-                    results.extend(median_round(rounds[server]) for server in servers)
+            extra = dict(item.split("=", 1) for item in args.server_env)
+            for look in looks:
+                sim_port = _free_port()
+                sim_url = f"http://127.0.0.1:{sim_port}"
+                argv = [sys.executable, "-m", "app.cli", "simulator", "--port", str(sim_port),
+                        "--latency", str(args.latency), "--images", look]
+                async with _process(argv, {}, sim_url + "/_sim/stats", "simulator"):
+                    for concurrency in sweep:
+                        calls = args.calls if not args.sweep else max(args.calls, concurrency * 2)
+                        rounds: dict[str, list[Result]] = {server: [] for server in servers}
+                        # Rounds alternate the servers, so a noisy neighbour hits both alike.
+                        for _ in range(max(1, args.repeat)):
+                            for server in servers:
+                                result = await bench_one(server, sim_url, calls, concurrency, args.sessions,
+                                                         args.latency, work, extra, look)
+                                rounds[server].append(result)
+                                print(f"  {look} images, {server}: {calls} calls at {concurrency}: "
+                                      f"{result.wall_s} s, {result.cpu_ms_per_call} ms CPU/call, "
+                                      f"{result.errors} errors", file=sys.stderr, flush=True)
+                        results.extend(median_round(rounds[server]) for server in servers)
+        if not args.no_image_costs:
+            costs = await asyncio.to_thread(image_costs, [look for look in looks if look != "tiny"])
+            if costs:
+                print(render_costs(costs) + "\n")
     print(render(results))
     await asyncio.to_thread(_write_outputs, results, args.json, args.chart)
     return 1 if any(r.errors for r in results) else 0

@@ -9,6 +9,7 @@ already keeps every core busy, and its operation cache is off: every image is se
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pyvips
@@ -25,6 +26,9 @@ QUALITIES = (80, 70, 60, 50, 40)
 
 pyvips.concurrency_set(1)
 pyvips.cache_set_max(0)
+# libvips tells GLib (and pyvips tells Python's logging) "threadpool completed" at INFO for every
+# pipeline: a log line per image in the server's log, and its cost, for nothing an operator needs.
+logging.getLogger("pyvips").setLevel(logging.WARNING)
 
 
 def set_decode_limit(pixels: int) -> None:
