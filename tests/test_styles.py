@@ -126,7 +126,7 @@ async def test_a_styles_model_is_used_unless_the_caller_chooses_one(settings: Se
     # result says so; the caller's height wins over the style's; the style's seed fits and applies.
     assert bodies(sim, FLUX) == [{"prompt": "Flat vector poster of a kettle. Brand colours: teal and coral.",
                                   "width": 1024, "height": 512, "num_steps": 4, "seed": 7}]
-    assert "Style 'poster': not applied with flux-schnell: width" in texts(chosen)
+    assert 'Style "poster": not applied with flux-schnell: width (the model\'s defaults applied).' in texts(chosen)
     assert [(r["style"], r["model"]) for r in rows(settings.db_path)] == [
         ("poster", "sdxl-lightning"), ("poster", "flux-schnell")]
 
@@ -229,7 +229,7 @@ async def test_each_style_is_a_prompt_that_asks_for_the_tool_with_the_style(sett
     async with in_memory_client(settings) as client:
         prompts = {p.name: p for p in (await client.list_prompts()).prompts}
         got = await client.get_prompt("ink", {"subject": "a heron in reeds"})
-        with pytest.raises(MCPError, match=r"Prompt 'ink' needs `subject`: what the image should show\.") as caught:
+        with pytest.raises(MCPError, match=r'Prompt "ink" needs `subject`: what the image should show\.') as caught:
             await client.get_prompt("ink", {})
         assert caught.value.code == INVALID_PARAMS
         with pytest.raises(MCPError, match=r"`subject` is at most 2000 characters"):

@@ -20,8 +20,6 @@ from pydantic import Field
 from app.core.styles import Style
 from app.pixazo.gateway import PROMPT
 
-STYLED_TOOLS = ("pix_generate", "pix_inpaint")
-
 
 def style_field(styles: Mapping[str, Style], *, has_model: bool) -> dict[str, Any]:
     """The `style` field for an image-making tool's argument model (none without styles)."""
@@ -40,7 +38,8 @@ def not_applied_note(result: CallToolResult, style: Style, model: str, names: li
     """Say which of a style's defaults the model did not take (its own defaults applied)."""
     if names:
         result.content.append(TextContent(type="text", text=(
-            f"Style {style.name!r}: not applied with {model}: {', '.join(names)} (the model's defaults applied).")))
+            f"Style {json.dumps(style.name)}: not applied with {model}: {', '.join(names)} "
+            "(the model's defaults applied).")))
     return result
 
 
@@ -51,7 +50,8 @@ class SubjectPrompt(Prompt):
     async def render(self, arguments: dict[str, Any] | None, context: Any) -> list[Message] | InputRequiredResult:
         subject = (arguments or {}).get("subject")
         if not isinstance(subject, str) or not subject.strip():
-            raise MCPError(INVALID_PARAMS, f"Prompt {self.name!r} needs `subject`: what the image should show.")
+            raise MCPError(INVALID_PARAMS,
+                           f"Prompt {json.dumps(self.name)} needs `subject`: what the image should show.")
         if len(subject) > PROMPT.maximum:
             raise MCPError(INVALID_PARAMS, f"`subject` is at most {int(PROMPT.maximum)} characters.")
         return await super().render({"subject": subject}, context)
@@ -62,7 +62,7 @@ def style_prompt(style: Style, tool: str = "pix_generate") -> Prompt:
 
     async def render(subject: str) -> str:
         model = f" It uses {style.model} unless you choose another model." if style.model else ""
-        return (f"Make an image of {subject.strip()} in our team style {style.name!r} ({style.description}). "
+        return (f"Make an image of {subject.strip()} in our team style {json.dumps(style.name)} ({style.description}). "
                 f"Call {tool} with prompt={json.dumps(subject.strip(), ensure_ascii=False)} and "
                 f"style={json.dumps(style.name)}; the server adds the style's wording and settings.{model}")
 
