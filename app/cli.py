@@ -62,6 +62,7 @@ def _stdio(args: argparse.Namespace) -> int:
     off here (the tools that need them say so)."""
     from contextlib import AsyncExitStack
 
+    from app.core.styles import load_styles
     from app.identity.tokens import LOCAL_CALLER
     from app.logs import configure_logging
     from app.protocol.server import build_server
@@ -70,6 +71,7 @@ def _stdio(args: argparse.Namespace) -> int:
     settings = Settings.load(**({"demo": True} if args.demo else {}))
     settings = settings.model_copy(update={"public_url": None})  # nothing here is reachable from outside
     check_paths(settings)
+    load_styles(settings)  # a bad PIXAZO_STYLES_FILE stops the start with one line (exit 2), before any I/O
     configure_logging(settings.log_format, [s.get_secret_value() for s in (settings.api_key,) if s is not None],
                       stream=sys.stderr)
 

@@ -208,6 +208,8 @@ class Settings(BaseSettings):
     daily_limit: int | None = Field(default=None, ge=1, description="Generations per caller per UTC day.")
     prices_file: Path | None = Field(default=None, description=(
         "JSON file of prices per model (US dollars per call) over the catalogue's published ones."))
+    styles_file: Path | None = Field(default=None, description=(
+        "YAML (or .json) file of team styles: prompt templates with default arguments, offered as `style`."))
     daily_budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False, description=(
         "What one caller may spend per UTC day, in US dollars (unset: no cap)."))
     caller_budgets_usd: Annotated[dict[str, float | None], NoDecode] = Field(default_factory=dict, description=(

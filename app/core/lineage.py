@@ -152,6 +152,9 @@ async def repeat_request(settings: Settings, source: Generation, overrides: Mapp
         inputs[name] = await resolve(name, given[name])
     # A model without a prompt (an upscale) keeps the row's prompt: the words of the image it came from.
     row_prompt = None if "prompt" in target.args else source.prompt
+    # The row's prompt is a style's expanded prompt, repeated as sent: it is still in that style, unless the
+    # caller gives a prompt of their own (sent as given: pix_regenerate takes no `style`).
+    style = source.style if overrides.get("prompt") is None else None
     request = build_request(settings, target, given, extra=extra, inputs=inputs, parent_id=source.id,
-                            prompt=row_prompt)
+                            prompt=row_prompt, style=style)
     return Repeat(request=request, not_carried=not_carried)

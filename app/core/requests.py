@@ -34,6 +34,7 @@ class GenerationRequest:
     extra: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
     parent_id: int | None = None
+    style: str | None = None  # the team style applied (its values are already in `values`)
 
     @property
     def model(self) -> str:
@@ -110,7 +111,8 @@ def _default(settings: Settings, endpoint: Endpoint, name: str, arg: Arg) -> Any
 
 def build_request(settings: Settings, endpoint: Endpoint, given: Mapping[str, Any], *,
                   extra: Mapping[str, Any] | None = None, inputs: Mapping[str, str] | None = None,
-                  parent_id: int | None = None, prompt: str | None = None) -> GenerationRequest:
+                  parent_id: int | None = None, prompt: str | None = None,
+                  style: str | None = None) -> GenerationRequest:
     """Check the caller's values against the model and merge the defaults under them (caller values win).
 
     Raises RequestProblem naming the model and the range of each value that does not fit.
@@ -124,4 +126,4 @@ def build_request(settings: Settings, endpoint: Endpoint, given: Mapping[str, An
         values[name] = _default(settings, endpoint, name, arg) if value is None else value
     row_prompt = prompt if prompt is not None else str(values.get("prompt") or "")
     return GenerationRequest(endpoint=endpoint, values=values, prompt=row_prompt, extra=dict(extra or {}),
-                             inputs=dict(inputs or {}), parent_id=parent_id)
+                             inputs=dict(inputs or {}), parent_id=parent_id, style=style)

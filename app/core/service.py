@@ -214,7 +214,7 @@ class GenerationService:
     async def admit(self, request: GenerationRequest, caller: str | None) -> tuple[Generation, str | None]:
         """The call's row, PENDING; or, when a limit or the budget refuses it, the finished row and why."""
         meta = CallMeta(request.model, request.operation, request.parent_id,
-                        self.prices.price(request.endpoint, request.values))
+                        self.prices.price(request.endpoint, request.values), request.style)
         started = time.monotonic()
         pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller, meta)
         self.metrics.stage("admit", time.monotonic() - started)

@@ -3,6 +3,7 @@ refusal explained by the chosen model's catalogue entry, before the tool runs (n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
@@ -10,6 +11,7 @@ from pydantic import ConfigDict, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from app.core.extras import ExtraCaps, extra_problem
+from app.core.styles import Style
 
 EXTRA_KWARG = "extra_arguments"
 GIVEN_KWARG = "given_arguments"  # which arguments the caller gave (the others take the model's defaults)
@@ -34,6 +36,8 @@ class CatalogueArgs(ArgModelBase):
     extra_caps: ClassVar[ExtraCaps] = ExtraCaps()
     # Whether the tool function takes GIVEN_KWARG (a tool whose defaults depend on the model does).
     passes_given: ClassVar[bool] = False
+    # The team styles a `style` field names (PIXAZO_STYLES_FILE); the tool function receives the Style.
+    styles: ClassVar[Mapping[str, Style]] = {}
 
     @classmethod
     def _problem_text(cls, field: str, err: ErrorDetails) -> str:
@@ -62,6 +66,10 @@ class CatalogueArgs(ArgModelBase):
             raise invalid(problem)
         return model
 
+    def chosen_style(self) -> Style | None:
+        name = getattr(self, "style", None)
+        return self.styles.get(name) if isinstance(name, str) else None
+
     def given(self) -> frozenset[str]:
         """The declared arguments the caller gave (not the extras, not the defaults)."""
         return frozenset(self.model_fields_set & set(type(self).model_fields))
@@ -69,6 +77,8 @@ class CatalogueArgs(ArgModelBase):
     def model_dump_one_level(self) -> dict[str, Any]:
         kwargs = super().model_dump_one_level()
         kwargs[EXTRA_KWARG] = dict(self.model_extra or {})
+        if "style" in kwargs:
+            kwargs["style"] = self.chosen_style()
         if self.passes_given:
             kwargs[GIVEN_KWARG] = self.given()
         return kwargs

@@ -8,6 +8,7 @@ is recorded. Either refusal leaves no row and sends nothing. Results look like p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from mcp.server.mcpserver import Context
@@ -22,11 +23,13 @@ from app.core.costs import Prices, PricesFileError, usd
 from app.core.extras import ExtraCaps
 from app.core.inputs import FORMS, InputImage, InputProblem
 from app.core.requests import RequestProblem, build_request, problems_for, range_text
+from app.core.styles import Style, apply_style, prompt_problem
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import EDITORS, Endpoint
 from app.protocol.arguments import CatalogueArgs
 from app.protocol.jobs import WAIT_FIELD, run_request
 from app.protocol.results import ImageOut, state_of
+from app.protocol.styles import not_applied_note, style_field
 from app.settings import Settings
 
 IMAGE_HELP = "Generation id (an upload's too), pixazo:// image URI, public https URL, or data: URI."
@@ -48,10 +51,14 @@ class _EditArgsBase(CatalogueArgs):
         return f"{range_text(field, arg)} for {cls.endpoint.model}"
 
     def _model_problems(self) -> list[str]:
-        values = {name: getattr(self, name) for name in type(self).model_fields if name != "wait"}
+        values = {name: getattr(self, name) for name in type(self).model_fields if name not in ("wait", "style")}
         # A ChatGPT file stands for an image like a URL does (it is fetched when the tool runs).
-        return problems_for(self.endpoint, {name: value.download_url if isinstance(value, FileParam) else value
-                                            for name, value in values.items()})
+        problems = problems_for(self.endpoint, {name: value.download_url if isinstance(value, FileParam) else value
+                                                for name, value in values.items()})
+        style = self.chosen_style()
+        if style is not None and (problem := prompt_problem(style, self.endpoint, str(values.get("prompt") or ""))):
+            problems.append(problem)
+        return problems
 
 
 def _limited(endpoint: Endpoint, name: str, kind: type, description: str | None, default: Any) -> Any:
@@ -80,9 +87,11 @@ class FileParam(BaseModel):
 IMAGE_FIELD: Any = (Annotated[StrictInt | StrictStr | FileParam, Field(description=IMAGE_HELP)], ...)
 
 
-def _arguments(settings: Settings, operation: str, fields: dict[str, Any]) -> type[_EditArgsBase]:
+def _arguments(settings: Settings, operation: str, fields: dict[str, Any],
+               styles: Mapping[str, Style] | None = None) -> type[_EditArgsBase]:
     model = create_model(f"pix_{operation}Arguments", __base__=_EditArgsBase, **fields)
     model.endpoint = EDITORS[operation]
+    model.styles = dict(styles or {})
     model.extra_caps = ExtraCaps(count=settings.max_extra_arguments, depth=settings.max_extra_depth,
                                  size=settings.max_extra_bytes)
     return model
@@ -98,7 +107,8 @@ async def resolve_input(ctx: Context, name: str, value: Any) -> InputImage:
 
 
 async def run_edit(ctx: Context, operation: str, values: dict[str, Any], extra: dict[str, Any],
-               images: dict[str, InputImage], label: str, wait: bool, prompt: str | None = None) -> CallToolResult:
+               images: dict[str, InputImage], label: str, wait: bool, prompt: str | None = None,
+               style: str | None = None) -> CallToolResult:
     """Build the checked request (inputs sent as their URLs, recorded as given) and run it."""
     state = state_of(ctx)
     source = images["image"]
@@ -110,7 +120,7 @@ async def run_edit(ctx: Context, operation: str, values: dict[str, Any], extra: 
         request = build_request(state.settings, EDITORS[operation], given, extra=extra,
                                 inputs={name: found.url for name, found in images.items()},
                                 parent_id=source.parent.id if source.parent is not None else None,
-                                prompt=row_prompt)
+                                prompt=row_prompt, style=style)
     except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
         raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
     return await run_request(ctx, state, request, label, wait)
@@ -134,11 +144,18 @@ async def pix_inpaint(ctx: Context, extra_arguments: dict[str, Any], image: int 
                       prompt: str, negative_prompt: str | None = None, width: int | None = None,
                       height: int | None = None, num_steps: int | None = None,
                       guidance_scale: float | None = None, seed: int | None = None,
-                      wait: bool = True) -> CallToolResult:
+                      wait: bool = True, style: Style | None = None) -> CallToolResult:
     images = {"image": await resolve_input(ctx, "image", image), "mask": await resolve_input(ctx, "mask", mask)}
-    values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
-              "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
-    return await run_edit(ctx, "inpaint", values, extra_arguments, images, "Inpainted image", wait, prompt=prompt)
+    values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
+                              "height": height, "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
+    if style is None:
+        return await run_edit(ctx, "inpaint", values, extra_arguments, images, "Inpainted image", wait, prompt=prompt)
+    # Inpainting has one model: a style's `model` does not apply, its defaults do where that model takes them.
+    styled = apply_style(style, EDITORS["inpaint"], values)
+    result = await run_edit(ctx, "inpaint", styled.values, extra_arguments, images, "Inpainted image", wait,
+                            prompt=styled.values["prompt"], style=style.name)
+    return result if result.is_error else not_applied_note(result, style, EDITORS["inpaint"].model,
+                                                           styled.not_applied)
 
 
 async def pix_outpaint(ctx: Context, extra_arguments: dict[str, Any], image: int | str | FileParam,
@@ -173,8 +190,9 @@ SPECS: dict[str, tuple[Any, str, str, str]] = {
                  "Zoom out by `zoom_out_percentage` and let {title} paint the new margin.", "Queued: 10-60 s."),
 }
 
-def _fields(operation: str) -> dict[str, Any]:
-    return {**_model_fields(operation), "wait": WAIT_FIELD}
+def _fields(operation: str, styles: Mapping[str, Style]) -> dict[str, Any]:
+    styled = style_field(styles, has_model=False) if operation == "inpaint" else {}
+    return {**_model_fields(operation), **styled, "wait": WAIT_FIELD}
 
 
 def _model_fields(operation: str) -> dict[str, Any]:
@@ -201,7 +219,7 @@ def _model_fields(operation: str) -> dict[str, Any]:
     }
 
 
-def editing_tools(settings: Settings) -> list[Tool]:
+def editing_tools(settings: Settings, styles: Mapping[str, Style] | None = None) -> list[Tool]:
     """The four editing tools, built by hand like pix_generate (their schemas allow extra properties)."""
     try:
         prices = Prices.load(settings)
@@ -210,7 +228,7 @@ def editing_tools(settings: Settings) -> list[Tool]:
     tools = []
     for operation, (fn, title, what, timing) in SPECS.items():
         endpoint = EDITORS[operation]
-        args = _arguments(settings, operation, _fields(operation))
+        args = _arguments(settings, operation, _fields(operation, styles or {}), styles)
         description = " ".join([
             what.format(title=endpoint.title), f"{_price_text(endpoint, prices)} {timing}",
             EXTRAS_HELP.format(count=settings.max_extra_arguments),

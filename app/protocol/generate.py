@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from mcp.server.mcpserver import Context
@@ -14,10 +15,12 @@ from pydantic_core import ErrorDetails
 
 from app.core.extras import ExtraCaps
 from app.core.requests import RequestProblem, build_request, problems_for, range_text
+from app.core.styles import Style, apply_style, prompt_problem
 from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, SDXL_LIMITS
 from app.protocol.arguments import CatalogueArgs
 from app.protocol.jobs import WAIT_FIELD, run_request
 from app.protocol.results import ImageOut, state_of
+from app.protocol.styles import not_applied_note, style_field
 from app.settings import Settings
 
 PIX_GENERATE_DESCRIPTION = """An image from a prompt with Pixazo ({models}); 10-30 s. Extra arguments are \
@@ -37,11 +40,23 @@ class _PixGenerateArgsBase(CatalogueArgs):
         return super()._problem_text(field, err)
 
     def _model_problems(self) -> list[str]:
-        chosen = getattr(self, "model", None)
+        style = self.chosen_style()
+        chosen = chosen_model(getattr(self, "model", None), self.given(), style)
         if not isinstance(chosen, str) or chosen not in CATALOGUE:
             return []
-        return problems_for(CATALOGUE[chosen], {name: getattr(self, name)
-                                                for name in self.given() - {"model", "wait"}})
+        endpoint = CATALOGUE[chosen]
+        problems = problems_for(endpoint, {name: getattr(self, name)
+                                           for name in self.given() - {"model", "wait", "style"}})
+        if style is not None and (problem := prompt_problem(style, endpoint, str(getattr(self, "prompt", "")))):
+            problems.append(problem)
+        return problems
+
+
+def chosen_model(model: Any, given: frozenset[str], style: Style | None) -> Any:
+    """The model a call uses: the caller's, else the style's, else the default (the caller's own wins)."""
+    if "model" not in given and style is not None and style.model is not None:
+        return style.model
+    return model
 
 
 def _unadvertised_default(schema: dict[str, Any]) -> None:
@@ -64,7 +79,7 @@ def _model_text() -> str:
     return "The model: " + "; ".join(f"`{m}` ({CATALOGUE[m].title})" for m in GENERATE_MODELS) + "."
 
 
-def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
+def pix_generate_arguments(settings: Settings, styles: Mapping[str, Style] | None = None) -> type[ArgModelBase]:
     """The input model, with bounds from the model's limit table and defaults from the settings."""
     p, n, g = SDXL_LIMITS["prompt"], SDXL_LIMITS["negative_prompt"], SDXL_LIMITS["guidance_scale"]
     fields: dict[str, Any] = {
@@ -80,9 +95,11 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
             json_schema_extra=_unadvertised_default)], settings.default_guidance_scale),
         "seed": _int_field("seed", settings.default_seed, None),
         "model": (Literal[GENERATE_MODELS], Field(default="sdxl")),
+        **style_field(styles or {}, has_model=True),
         "wait": WAIT_FIELD,
     }
     model = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
+    model.styles = dict(styles or {})
     model.extra_caps = ExtraCaps(count=settings.max_extra_arguments, depth=settings.max_extra_depth,
                                  size=settings.max_extra_bytes)
     return model
@@ -90,22 +107,32 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
 
 async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_arguments: frozenset[str],
                        prompt: str, negative_prompt: str | None, width: int, height: int, num_steps: int,
-                       guidance_scale: float, seed: int, model: str = "sdxl", wait: bool = True) -> CallToolResult:
+                       guidance_scale: float, seed: int, model: str = "sdxl", wait: bool = True,
+                       style: Style | None = None) -> CallToolResult:
     state = state_of(ctx)
+    endpoint = CATALOGUE[chosen_model(model, given_arguments, style)]
     values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
               "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
     # Only what the caller gave: each model has its own defaults (the schema shows SDXL's).
     given = {name: value for name, value in values.items() if name in given_arguments or name == "prompt"}
+    not_applied: list[str] = []
+    if style is not None:
+        styled = apply_style(style, endpoint, given)
+        given, not_applied = styled.values, styled.not_applied
     try:
-        request = build_request(state.settings, CATALOGUE[model], given, extra=extra_arguments)
+        request = build_request(state.settings, endpoint, given, extra=extra_arguments,
+                                style=style.name if style is not None else None)
     except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
         raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
-    return await run_request(ctx, state, request, wait=wait)
+    result = await run_request(ctx, state, request, wait=wait)
+    if style is not None and not result.is_error:
+        not_applied_note(result, style, endpoint.model, not_applied)
+    return result
 
 
-def pix_generate_tool(settings: Settings) -> Tool:
+def pix_generate_tool(settings: Settings, styles: Mapping[str, Style] | None = None) -> Tool:
     """Built by hand rather than with the decorator: its schema must allow additional properties."""
-    args = pix_generate_arguments(settings)
+    args = pix_generate_arguments(settings, styles)
     return Tool(
         fn=pix_generate,
         name="pix_generate",

@@ -45,7 +45,8 @@ async def list_generations(
                                caller=caller)
     records = [GenerationRecord.model_validate(g.public()) for g in found]
     page = GenerationPage(generations=records, next_before_id=records[-1].id if len(records) == limit else None)
-    lines = [f"#{r.id} {r.status} {r.operation} ({r.model}, {r.created_at[:16].replace('T', ' ')}): "
+    lines = [f"#{r.id} {r.status} {r.operation} ({r.model}, " + (f"style {r.style}, " if r.style else "")
+             + f"{r.created_at[:16].replace('T', ' ')}): "
              f"{_short(r.prompt)}" for r in records] or ["No generations match."]
     if page.next_before_id is not None:
         lines.append(f"More: before_id={page.next_before_id}.")
@@ -64,7 +65,7 @@ async def get_generation(ctx: Context, id: Annotated[int, Field(ge=MIN_ID, le=MA
     service, viewer, gen = state_of(ctx).service, current_caller(), await visible(ctx, id)
     detail = await generation_detail(service, gen, viewer)
     made = "an upload" if gen.operation == UPLOAD else f"{gen.operation} with {gen.model}"
-    text = (f"Generation {gen.id}: {gen.status}, {made}"
+    text = (f"Generation {gen.id}: {gen.status}, {made}" + (f" in style {gen.style}" if gen.style else "")
             + (f", made from {gen.parent_id}" if gen.parent_id else "") + (f", image {gen.resource_uri}"
                                                                               if gen.resource_uri else "") + ".")
     return CallToolResult(content=[TextContent(type="text", text=text)],

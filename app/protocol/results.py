@@ -44,6 +44,8 @@ class GenerationResult(BaseModel):
     cost_usd: float | None = Field(default=None, description=(
         "What this call cost in US dollars (0: free; null: the model's price is unknown). It counts "
         "against your daily budget, if you have one (pix_status)."))
+    style: str | None = Field(default=None, description=(
+        "The team style applied (the prompt is then the style's expanded prompt, as sent); null if none."))
     activity: str | None = Field(default=None, description="While PENDING: what the call is doing now.")
     elapsed_s: int | None = Field(default=None, description="While PENDING: seconds since the call was received.")
 
@@ -104,6 +106,7 @@ class GenerationRecord(BaseModel):
     parent_id: int | None = Field(default=None, description="The generation this one was made from (null if none).")
     cost_usd: float | None = Field(default=None, description=(
         "What the call cost in US dollars (0 when nothing was charged; null when not recorded)."))
+    style: str | None = Field(default=None, description="The team style it was made in (null if none).")
 
 
 class GenerationSummary(BaseModel):
@@ -180,7 +183,7 @@ async def generation_result(outcome: Outcome, state: AppState, label: str = "Gen
         id=gen.id, status=gen.status, image_url=gen.image_url, resource_uri=gen.resource_uri,
         prompt=gen.prompt, parameters=gen.parameters, created_at=gen.timestamp, image_mime=gen.image_mime,
         image_bytes=gen.image_bytes, error=gen.error if outcome.download_problem else None,
-        model=gen.model, operation=gen.operation, parent_id=gen.parent_id, cost_usd=gen.cost_usd,
+        model=gen.model, operation=gen.operation, parent_id=gen.parent_id, cost_usd=gen.cost_usd, style=gen.style,
     ).model_dump(mode="json")
     shape = _shape(gen.parameters)
     content: list[ContentBlock] = []
@@ -234,7 +237,7 @@ def pending_result(gen: Generation, activity: str, elapsed_s: int, wait_s: float
     structured = GenerationResult(
         id=gen.id, status=PENDING, image_url=None, resource_uri=None, prompt=gen.prompt,
         parameters=gen.parameters, created_at=gen.timestamp, model=gen.model, operation=gen.operation,
-        parent_id=gen.parent_id, cost_usd=gen.cost_usd, activity=activity, elapsed_s=elapsed_s,
+        parent_id=gen.parent_id, cost_usd=gen.cost_usd, style=gen.style, activity=activity, elapsed_s=elapsed_s,
     ).model_dump(mode="json")
     if gen.operation == UPLOAD:  # a link waiting for the person's file: nothing runs, nothing is paid
         text = (f"Generation {gen.id} is an upload link not used yet ({elapsed_s} s since it was made): the "

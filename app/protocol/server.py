@@ -17,6 +17,7 @@ from pydantic import AnyHttpUrl
 
 from app import __version__
 from app.core.state import AppState, open_state
+from app.core.styles import load_styles
 from app.errors import NotFoundError
 from app.identity.oauth import AuthorizationServer
 from app.identity.tokens import SCOPE, TeamTokenVerifier, current_caller
@@ -24,6 +25,7 @@ from app.protocol.app import apps_extension
 from app.protocol.calllog import ToolCallLog
 from app.protocol.icons import icon
 from app.protocol.results import generation_detail, state_of
+from app.protocol.styles import style_prompt
 from app.protocol.tools import all_tools
 from app.settings import Settings
 from app.storage.records import IMAGE_URI, parse_generation_id
@@ -69,6 +71,9 @@ class PixazoServer(MCPServer[AppState]):
 def build_server(settings: Settings, runtime: Runtime | None = None,
                  verifier: TeamTokenVerifier | None = None,
                  oauth: AuthorizationServer | None = None) -> PixazoServer:
+    """The MCP server. Raises StylesFileError (one line, exit 2 from the command) on a bad styles file."""
+    styles = load_styles(settings)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         if runtime is not None and runtime.state is not None:
@@ -83,7 +88,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
         title="Pixazo image generation",
         instructions=INSTRUCTIONS,
         version=__version__,
-        tools=all_tools(settings),
+        tools=all_tools(settings, styles),
         lifespan=lifespan,
         middleware=[ToolCallLog(settings.log_prompt_chars)],
         extensions=[apps_extension()],
@@ -98,6 +103,9 @@ def build_server(settings: Settings, runtime: Runtime | None = None,
             validate_token_resource=False,
         ),
     )
+
+    for style in styles.values():
+        server.add_prompt(style_prompt(style))
 
     @server.resource("pixazo://generations/{id}", name="generation", title="A recorded generation",
                      mime_type="application/json")

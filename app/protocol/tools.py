@@ -3,9 +3,12 @@ app.protocol.results."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.types import ToolAnnotations
 
+from app.core.styles import Style
 from app.protocol.app import APP_ONLY, app_tools, stamp
 from app.protocol.editing import editing_tools
 from app.protocol.generate import pix_generate_tool
@@ -17,10 +20,10 @@ from app.protocol.uploads import upload_tools
 from app.settings import Settings
 
 
-def all_tools(settings: Settings) -> list[Tool]:
+def all_tools(settings: Settings, styles: Mapping[str, Style] | None = None) -> list[Tool]:
     return compact_tools(stamp([
-        pix_generate_tool(settings),
-        *editing_tools(settings),
+        pix_generate_tool(settings, styles),
+        *editing_tools(settings, styles),
         pix_regenerate_tool(),
         Tool.from_function(list_generations, title="List generations",
                            annotations=READ_ONLY.model_copy(update={"title": "List generations"})),

@@ -166,6 +166,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX upload_links_generation ON upload_links (generation_id);
     """,
+    # 13: the team style a generation was made in (see the SQLite list).
+    """
+    ALTER TABLE generations ADD COLUMN style TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any fixed number: the advisory lock under which replicas that start together migrate once.
@@ -359,13 +363,13 @@ class PostgresStore:
         created = utc_now()
         row = await self._one(
             "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner, model, operation,"
-            " parent_id, cost_usd) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            " parent_id, cost_usd, style) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (created, prompt, json.dumps(parameters, ensure_ascii=False, sort_keys=True), status, caller,
-             self.owner.id, meta.model, meta.operation, meta.parent_id, meta.cost_usd))
+             self.owner.id, meta.model, meta.operation, meta.parent_id, meta.cost_usd, meta.style))
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always answers one row
         return Generation(int(row["id"]), created, prompt, parameters, None, status, None, None, None, None,
                           caller=caller, model=meta.model, operation=meta.operation, parent_id=meta.parent_id,
-                          cost_usd=meta.cost_usd)
+                          cost_usd=meta.cost_usd, style=meta.style)
 
     async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
                               per_minute: int | None, daily: int | None, minute_since: str,
@@ -389,9 +393,9 @@ class PostgresStore:
                 f" WHEN %(budget)s::float8 IS NOT NULL AND (SELECT COALESCE(SUM(COALESCE(cost_usd, 0)), 0) {mine}"
                 "   %(day)s) + %(price)s::float8 > %(budget)s::float8 + %(eps)s::float8 THEN 'budget' END)"
                 " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, model, operation,"
-                " parent_id, status, error, cost_usd, duration_ms, attempts, finished_at)"
+                " parent_id, style, status, error, cost_usd, duration_ms, attempts, finished_at)"
                 " SELECT %(ts)s, %(prompt)s, %(params)s, %(caller)s, %(owner)s, %(model)s, %(operation)s,"
-                " %(parent)s::bigint,"
+                " %(parent)s::bigint, %(style)s,"
                 " CASE WHEN x IS NULL THEN %(pending)s WHEN x = 'budget' THEN %(over)s ELSE %(rl)s END,"
                 " CASE WHEN x = 'budget' THEN x ELSE x || ' limit' END,"
                 " CASE WHEN x IS NULL THEN %(cost)s::float8 ELSE 0 END,"
@@ -402,7 +406,7 @@ class PostgresStore:
                  "refused": list(REFUSED), "budget": budget_usd, "price": meta.cost_usd or 0.0,
                  "eps": BUDGET_EPSILON, "rl": RATE_LIMITED, "over": BUDGET_EXCEEDED, "ts": created,
                  "prompt": prompt, "owner": self.owner.id, "pending": PENDING, "model": meta.model,
-                 "operation": meta.operation, "parent": meta.parent_id, "cost": meta.cost_usd,
+                 "operation": meta.operation, "parent": meta.parent_id, "cost": meta.cost_usd, "style": meta.style,
                  "params": json.dumps(parameters, ensure_ascii=False, sort_keys=True)})
             row = await cur.fetchone()
         assert row is not None  # noqa: S101 - INSERT ... SELECT from a one-row CTE answers one row

@@ -101,6 +101,8 @@ class Generation:
     cost_usd: float | None = None  # None: not recorded (an unknown price)
     # Pixazo's queue job id while a submitted job is polled: internal, never in public().
     request_id: str | None = None
+    # The team style applied (PIXAZO_STYLES_FILE): `prompt` is then the expanded prompt, as sent.
+    style: str | None = None
 
     @property
     def resource_uri(self) -> str | None:
@@ -118,7 +120,7 @@ class Generation:
             attempts=row.get("attempts"), queue_ms=row.get("queue_ms"), caller=row.get("caller"),
             upstream_error=row.get("upstream_error"), model=row.get("model") or "sdxl",
             operation=row.get("operation") or "generate", parent_id=row.get("parent_id"),
-            cost_usd=row.get("cost_usd"), request_id=row.get("request_id"),
+            cost_usd=row.get("cost_usd"), request_id=row.get("request_id"), style=row.get("style"),
         )
 
     def public(self) -> dict[str, Any]:
@@ -132,7 +134,7 @@ class Generation:
             "finished_at": self.finished_at, "resource_uri": self.resource_uri,
             "image_mime": self.image_mime, "image_bytes": self.image_bytes, "image_sha256": self.image_sha256,
             "attempts": self.attempts, "caller": self.caller, "model": self.model, "operation": self.operation,
-            "parent_id": self.parent_id, "cost_usd": self.cost_usd,
+            "parent_id": self.parent_id, "cost_usd": self.cost_usd, "style": self.style,
         }
 
 
@@ -369,14 +371,14 @@ class GenerationStore:
         # execute_fetchall: one trip to the connection's thread and no cursor left to close.
         inserted = list(await self._conn.execute_fetchall(
             "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner, model, operation,"
-            " parent_id, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " parent_id, cost_usd, style) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (created, prompt, params_json, status, caller, self.owner.id, meta.model, meta.operation,
-             meta.parent_id, meta.cost_usd),
+             meta.parent_id, meta.cost_usd, meta.style),
         ))
         gen_id = int(inserted[0][0])
         return Generation(gen_id, created, prompt, parameters, None, status, None, None, None, None,
                           caller=caller, model=meta.model, operation=meta.operation, parent_id=meta.parent_id,
-                          cost_usd=meta.cost_usd)
+                          cost_usd=meta.cost_usd, style=meta.style)
 
     async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
                               per_minute: int | None, daily: int | None, minute_since: str,
@@ -401,8 +403,8 @@ class GenerationStore:
             " WHEN ? IS NOT NULL AND (SELECT TOTAL(cost_usd) FROM generations WHERE caller IS ? AND timestamp >= ?"
             "   AND status NOT IN (?, ?)) + ? > ? + ? THEN 'budget' END)"
             " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, model, operation,"
-            " parent_id, status, error, cost_usd, duration_ms, attempts, finished_at)"
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ?,"
+            " parent_id, style, status, error, cost_usd, duration_ms, attempts, finished_at)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?,"
             " CASE WHEN x IS NULL THEN ? WHEN x = 'budget' THEN ? ELSE ? END,"
             " CASE WHEN x = 'budget' THEN x ELSE x || ' limit' END, CASE WHEN x IS NULL THEN ? ELSE 0 END,"
             " CASE WHEN x IS NULL THEN NULL ELSE 0 END, CASE WHEN x IS NULL THEN NULL ELSE 0 END,"
@@ -413,7 +415,7 @@ class GenerationStore:
              budget_usd, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, meta.cost_usd or 0.0, budget_usd,
              BUDGET_EPSILON,
              created, prompt, json.dumps(parameters, ensure_ascii=False, sort_keys=True), caller, self.owner.id,
-             meta.model, meta.operation, meta.parent_id,
+             meta.model, meta.operation, meta.parent_id, meta.style,
              PENDING, BUDGET_EXCEEDED, RATE_LIMITED, meta.cost_usd, created)))
         row = dict(found[0])
         return Admission(Generation.from_row(row), refused_by(row))

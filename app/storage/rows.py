@@ -62,6 +62,7 @@ class CallMeta:
     operation: str = "generate"
     parent_id: int | None = None
     cost_usd: float | None = None
+    style: str | None = None  # the team style applied (PIXAZO_STYLES_FILE); the prompt is the expanded one
 
 
 @dataclass(frozen=True)

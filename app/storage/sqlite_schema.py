@@ -140,5 +140,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX upload_links_generation ON upload_links (generation_id);
     """,
+    # 13: the team style a generation was made in (PIXAZO_STYLES_FILE; NULL: none). `prompt` then holds
+    # the expanded prompt, as sent to Pixazo, so search, the gallery and pix_regenerate see what was asked.
+    """
+    ALTER TABLE generations ADD COLUMN style TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

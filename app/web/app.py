@@ -132,6 +132,7 @@ def create_app(settings: Settings) -> Starlette:
     """The whole server. Raises ConfigError when the settings would expose it unsafely."""
     tokens = load_tokens(settings)
     Prices.load(settings)  # a bad PIXAZO_PRICES_FILE stops the start with one line (exit 2)
+    # (build_server below reads PIXAZO_STYLES_FILE: a bad one stops the start the same way.)
     try:
         engine = engine_of(settings.database)
     except ValueError as exc:
