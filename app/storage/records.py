@@ -101,6 +101,8 @@ class Generation:
     cost_usd: float | None = None  # None: not recorded (an unknown price)
     # Pixazo's queue job id while a submitted job is polled: internal, never in public().
     request_id: str | None = None
+    # What the stored image carries (xmp, xmp+c2pa; a failed signing says why): app.storage.provenance.
+    provenance: str | None = None
 
     @property
     def resource_uri(self) -> str | None:
@@ -118,7 +120,7 @@ class Generation:
             attempts=row.get("attempts"), queue_ms=row.get("queue_ms"), caller=row.get("caller"),
             upstream_error=row.get("upstream_error"), model=row.get("model") or "sdxl",
             operation=row.get("operation") or "generate", parent_id=row.get("parent_id"),
-            cost_usd=row.get("cost_usd"), request_id=row.get("request_id"),
+            cost_usd=row.get("cost_usd"), request_id=row.get("request_id"), provenance=row.get("provenance"),
         )
 
     def public(self) -> dict[str, Any]:
@@ -145,6 +147,8 @@ class StoredImageInfo(Protocol):
     def sha256(self) -> str: ...
     @property
     def mime(self) -> str: ...
+    @property
+    def provenance(self) -> str | None: ...
 
 
 def query_words(text: str) -> list[str]:
@@ -448,12 +452,12 @@ class GenerationStore:
         found = await self._conn.execute_fetchall(
             "UPDATE generations SET status = ?, image_url = ?, error = ?, http_status = ?,"
             " duration_ms = ?, finished_at = ?, image_path = ?, image_bytes = ?, image_sha256 = ?,"
-            " image_mime = ?, attempts = ?, queue_ms = ?, upstream_error = ?, cost_usd = COALESCE(?, cost_usd)"
-            " WHERE id = ? RETURNING *",
+            " image_mime = ?, attempts = ?, queue_ms = ?, upstream_error = ?, cost_usd = COALESCE(?, cost_usd),"
+            " provenance = ? WHERE id = ? RETURNING *",
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
              image.sha256 if image else None, image.mime if image else None, attempts, queue_ms,
-             upstream_error, cost_usd, gen_id),
+             upstream_error, cost_usd, image.provenance if image else None, gen_id),
         )
         rows = list(found)
         if not rows:  # pragma: no cover - rows are never deleted
