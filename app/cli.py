@@ -32,6 +32,9 @@ def check_paths(settings: Settings) -> None:
         raise SettingsError(f"PIXAZO_DB_PATH: {settings.db_path} is a directory; it accepts a database file path")
     _writable_dir("PIXAZO_DB_PATH", settings.db_path.parent)
     _writable_dir("PIXAZO_IMAGE_DIR", settings.image_dir)
+    from app.storage.credentials import ContentCredentials
+
+    ContentCredentials.from_settings(settings)  # C2PA asked for and impossible: one line, exit 2
 
 
 def _serve(args: argparse.Namespace) -> int:

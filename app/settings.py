@@ -75,6 +75,10 @@ def weak_secret(value: str) -> str | None:
     return None
 
 
+# Settings that name a file which may itself be a container secret (see Settings.load).
+FILE_SECRETS = ("c2pa_cert_file", "c2pa_key_file")
+
+
 class Settings(BaseSettings):
     """Every knob of the server. Environment variables carry the `PIXAZO_` prefix."""
 
@@ -176,6 +180,10 @@ class Settings(BaseSettings):
         "Upload links one caller may hold unused at once."))
     image_workers: int = Field(default=os.cpu_count() or 2, ge=1,
                                description="Threads that decode images for thumbnails.")
+    c2pa_cert_file: Path | None = Field(default=None, description=(
+        "C2PA signing certificate chain (PEM, end-entity first); with PIXAZO_C2PA_KEY_FILE, every kept image "
+        "gets signed Content Credentials (needs pixazo-mcp[c2pa])."))
+    c2pa_key_file: Path | None = Field(default=None, description="The private key (PEM) of that certificate.")
     inline_image: Literal["thumbnail", "none", "full"] = Field(
         default="thumbnail", description="What pix_generate returns inline besides the link.")
     progress_interval_s: float = Field(default=5.0, gt=0, description="Seconds between progress heartbeats.")
@@ -257,6 +265,12 @@ class Settings(BaseSettings):
         secrets_dir = os.environ.get("PIXAZO_SECRETS_DIR", "/run/secrets")
         if Path(secrets_dir).is_dir():
             overrides["_secrets_dir"] = secrets_dir
+            # The C2PA certificate and key are files already: a secret file named like the variable is
+            # the PEM itself, so the setting is its path (never its contents read as a path).
+            for field in FILE_SECRETS:
+                secret = Path(secrets_dir) / f"PIXAZO_{field.upper()}"
+                if f"PIXAZO_{field.upper()}" not in os.environ and field not in overrides and secret.is_file():
+                    overrides[field] = secret
         try:
             return cls(**overrides)
         except ValidationError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -253,3 +254,19 @@ async def browser() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+def without_xmp(data: bytes) -> bytes:
+    """A kept image as Pixazo served it: the XMP packet the server puts in (app.storage.provenance), right
+    after a PNG's IHDR or a JPEG's SOI (and JFIF APP0), taken out again; other bytes as they are."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        at = 33
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        if data[at + 4:at + 8] == b"iTXt" and data[at + 8:].startswith(b"XML:com.adobe.xmp\x00"):
+            return data[:at] + data[at + 12 + length:]
+        return data
+    if data.startswith(b"\xff\xd8"):
+        at = 2 if data[2:4] != b"\xff\xe0" else 4 + struct.unpack(">H", data[4:6])[0]
+        if data[at:at + 2] == b"\xff\xe1" and data[at + 4:].startswith(b"http://ns.adobe.com/xap/1.0/\x00"):
+            return data[:at] + data[at + 2 + struct.unpack(">H", data[at + 2:at + 4])[0]:]
+    return data

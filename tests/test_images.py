@@ -18,7 +18,7 @@ from app.errors import DownloadError
 from app.pixazo.simulator import Fault, Simulator
 from app.settings import Settings
 from app.storage.images import check_url, host_allowed
-from tests.conftest import LiveServer, http_client, in_memory_client, make_settings, rows
+from tests.conftest import LiveServer, http_client, in_memory_client, make_settings, rows, without_xmp
 
 
 def stored_files(settings: Settings) -> list[Path]:
@@ -110,10 +110,11 @@ async def test_success_stores_the_image_and_records_path_size_hash_and_type(tmp_
     assert sc["resource_uri"] == f"pixazo://generations/{sc['id']}/image"
     served = sim.image_bytes(sc["image_url"])
     (row,) = rows(settings.db_path)
-    assert row["image_bytes"] == len(served)
-    assert row["image_sha256"] == hashlib.sha256(served).hexdigest()
+    kept = (settings.image_dir / row["image_path"]).read_bytes()
+    assert row["image_bytes"] == len(kept)
+    assert row["image_sha256"] == hashlib.sha256(kept).hexdigest()
     assert row["image_mime"] == "image/png"
-    assert (settings.image_dir / row["image_path"]).read_bytes() == served
+    assert without_xmp(kept) == served  # as served, with its provenance packet (test_provenance.py)
     assert not [p for p in stored_files(settings) if p.name.endswith(".tmp")]
 
 
@@ -154,7 +155,7 @@ async def test_inline_image_setting(tmp_path: Path, sim: Simulator, mode: str, k
     assert [c.type for c in result.content] == kinds
     if mode == "full":
         served = sim.image_bytes(result.structured_content["image_url"])
-        assert base64.b64decode(result.content[2].data) == served
+        assert without_xmp(base64.b64decode(result.content[2].data)) == served
         assert result.content[2].mime_type == "image/png"
 
 
@@ -172,7 +173,7 @@ async def test_resources_give_the_row_and_the_exact_image_bytes(tmp_path: Path, 
     (blob,) = image.contents
     assert blob.mime_type == "image/png"
     served = sim.image_bytes(result.structured_content["image_url"])
-    assert base64.b64decode(blob.blob) == served
+    assert without_xmp(base64.b64decode(blob.blob)) == served
     (text,) = record.contents
     assert text.mime_type == "application/json"
     row = json.loads(text.text)
@@ -192,6 +193,6 @@ async def test_the_image_route_serves_the_stored_file_with_a_long_cache(live: Li
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "image/png"
     assert "max-age=31536000" in resp.headers["cache-control"]
-    assert resp.content == sim.image_bytes(result.structured_content["image_url"])
+    assert without_xmp(resp.content) == sim.image_bytes(result.structured_content["image_url"])
     assert missing.status_code == 404
     assert bogus.status_code == 404

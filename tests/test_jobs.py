@@ -19,7 +19,7 @@ from app.pixazo.simulator import Fault, JobFault, Simulator
 from app.settings import Settings
 from app.storage.records import Generation
 from app.storage.rows import CallMeta
-from tests.conftest import TEST_KEY, make_settings, rows, store_for
+from tests.conftest import TEST_KEY, make_settings, rows, store_for, without_xmp
 
 
 @pytest.fixture
@@ -174,4 +174,4 @@ async def test_a_resumed_upscale_job_keeps_its_upscaled_image(tmp_path: Path, si
     assert "1024x1024" in image_url  # the simulator's 2x upscale of the 512 x 512 input
     assert (done["status"], done["model"], done["operation"], done["cost_usd"]) == (
         "SUCCESS", "crystal-upscaler", "upscale", 0.07)
-    assert (settings.image_dir / str(done["image_path"])).read_bytes() == sim.image_bytes(image_url)
+    assert without_xmp((settings.image_dir / str(done["image_path"])).read_bytes()) == sim.image_bytes(image_url)

@@ -18,6 +18,7 @@ from app.core import messages
 from app.core.costs import Budgets, Prices, surely_not_charged
 from app.core.limits import CallerLimits
 from app.core.metrics import Metrics
+from app.core.origins import provenance_of
 from app.core.requests import GenerationRequest
 from app.core.resilience import (
     Backoff,
@@ -43,6 +44,7 @@ from app.pixazo.gateway import COMPLETED, MAX_ERROR_CHARS, NOT_CHARGED_STATES, Q
 from app.settings import Settings
 from app.storage.database import RecordStore
 from app.storage.images import ImageStore
+from app.storage.provenance import COMPOSITE, TRAINED, Provenance
 from app.storage.records import Generation, parse_utc
 from app.storage.rows import CallMeta
 
@@ -226,7 +228,8 @@ class GenerationService:
     async def run(self, pending: Generation, request: GenerationRequest, live: LiveCall | None = None) -> Outcome:
         """Call Pixazo for an admitted row, keep the image, and finish the row whatever happens."""
         live = live or LiveCall()
-        call = _Call(pending.id, pending.caller, on_job=live.job, edit=request.operation != "generate", live=live)
+        call = _Call(pending.id, pending.caller, on_job=live.job, edit=request.operation != "generate", live=live,
+                     row=pending)
         self.in_flight += 1
         try:
             outcome = await self._generate(request, call)
@@ -268,7 +271,7 @@ class GenerationService:
         now = time.monotonic()
         call = _Call(gen.id, gen.caller, attempts=gen.attempts or 1, started=now - age,
                      deadline=now + self.settings.job_resume_s - age, bound_s=self.settings.job_resume_s,
-                     request_id=gen.request_id, edit=gen.operation != "generate")
+                     request_id=gen.request_id, edit=gen.operation != "generate", row=gen)
         logger.info("generation %s: resuming Pixazo job %s (%.0f s after the call)", gen.id, gen.request_id, age)
         try:
             try:
@@ -347,13 +350,14 @@ class GenerationService:
     async def _keep(self, image_url: str, call: _Call) -> Outcome:
         """Download the made image into storage and finish the row (SUCCESS, or DOWNLOAD_FAILED with the URL)."""
         call.phase("keeping")
+        provenance = await self._provenance(call)
         try:
             # Editing tools make larger images than any text-to-image model (an 8x upscale): their own caps.
             edit = call.edit
             stored = await self.images.download(
                 image_url, call.id, with_thumbnail=self.settings.inline_image == "thumbnail",
                 max_pixels=self.settings.max_edit_pixels if edit else None,
-                max_bytes=self.settings.max_edit_bytes if edit else None)
+                max_bytes=self.settings.max_edit_bytes if edit else None, provenance=provenance)
         except DownloadError as exc:
             done = await self.store.finish(call.id, DOWNLOAD_FAILED, image_url=image_url, error=str(exc),
                                            **call.fields())
@@ -370,6 +374,18 @@ class GenerationService:
         done = await self.store.finish(call.id, SUCCESS, image_url=image_url, image=stored, **call.fields())
         self.metrics.stage("finish", time.monotonic() - started)
         return Outcome(done, thumbnail=stored.thumbnail, job_state=call.job_state)
+
+    async def _provenance(self, call: _Call) -> Provenance | None:
+        """What the kept image will say about where it came from. A failed lookup never costs the image:
+        it is marked without a parent, an edit as composite (the weaker claim)."""
+        if call.row is None:  # pragma: no cover - every call carries its row
+            return None
+        gen = call.row
+        try:
+            return await provenance_of(self.store, gen)
+        except Exception:
+            logger.exception("generation %s: its provenance could not be worked out", gen.id)
+            return Provenance(gen.id, gen.operation, gen.model, COMPOSITE if call.edit else TRAINED)
 
     async def _call_with_retries(self, request: GenerationRequest, call: _Call) -> str:
         """Submit, retrying only where Pixazo surely made nothing, within one overall deadline; then, for a
@@ -490,6 +506,7 @@ class _Call:
     polled: bool = False  # whether a poll has answered yet
     on_job: JobWatcher | None = None
     live: LiveCall | None = None
+    row: Generation | None = None  # the call's row as admitted (what its image's provenance is worked out from)
 
     def phase(self, name: str) -> None:
         if self.live is not None:

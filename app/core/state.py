@@ -25,6 +25,7 @@ from app.core.uploads import Uploads
 from app.pixazo.client import PixazoClient
 from app.settings import Settings
 from app.storage.blobs import BlobStore, LocalBlobStore
+from app.storage.credentials import ContentCredentials
 from app.storage.database import RecordStore, open_store, redacted
 from app.storage.images import ImageStore
 from app.storage.renditions import set_decode_limit
@@ -80,6 +81,10 @@ async def open_state(settings: Settings, *, link_base: str | None = None) -> Asy
     # Checked once already by create_app (a bad file stops the command with one line); read again here
     # so that every server built from these settings (tests build some without create_app) prices alike.
     prices = await asyncio.to_thread(Prices.load, settings)
+    # The same for C2PA signing (PIXAZO_C2PA_CERT_FILE): None when off; read and tried once, here.
+    credentials = await asyncio.to_thread(ContentCredentials.from_settings, settings)
+    if credentials is not None:
+        logger.info("C2PA Content Credentials on: every kept image is signed (%s)", credentials.algorithm)
     # Image writes (fsync) and thumbnails run in worker threads: give them enough that a crowd of
     # calls finishing together does not queue behind a handful of fsyncs.
     asyncio.get_running_loop().set_default_executor(
@@ -107,7 +112,7 @@ async def open_state(settings: Settings, *, link_base: str | None = None) -> Asy
             blobs = await stack.enter_async_context(open_blob_store(settings))
             images = ImageStore(blobs, http, settings.allowed_image_hosts, max_bytes=settings.max_image_bytes,
                                 max_pixels=settings.max_image_pixels, max_downloads=settings.max_downloads,
-                                pool=pool)
+                                pool=pool, credentials=credentials)
             metrics = Metrics()
             images.on_stage = metrics.stage
             service = GenerationService(settings, store, client, images, metrics, prices)

@@ -31,7 +31,9 @@ from PIL import Image
 from app.errors import BlobNotFoundError, BlobStoreError, DownloadError
 from app.net import is_loopback
 from app.storage.blobs import BlobStore, LocalBlobStore, check_key
+from app.storage.credentials import ContentCredentials, SigningError
 from app.storage.imagetype import MAX_HEADER_BYTES, PNG_END, ImageHeader, check_end, sniff
+from app.storage.provenance import Marked, Provenance, written, xmp_packet
 from app.storage.renditions import RenditionError, make_display, make_thumbnail
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class StoredImage:
     sha256: str
     mime: str
     thumbnail: bytes | None = None  # made in the same pass when the caller will want it
+    provenance: str | None = None  # what it carries (app.storage.provenance.written); None: as it came
 
 
 def host_allowed(host: str, patterns: list[str]) -> bool:
@@ -144,8 +147,10 @@ class _Download:
 
 class ImageStore:
     def __init__(self, blobs: BlobStore, http: aiohttp.ClientSession, allowed_hosts: list[str], *,
-                 max_bytes: int, max_pixels: int, max_downloads: int, pool: Executor) -> None:
+                 max_bytes: int, max_pixels: int, max_downloads: int, pool: Executor,
+                 credentials: ContentCredentials | None = None) -> None:
         self.blobs = blobs
+        self.credentials = credentials  # C2PA signing, when the team gave a certificate
         self._http = http
         self._allowed = list(allowed_hosts)
         self._max = max_bytes
@@ -180,20 +185,22 @@ class ImageStore:
         return await self.blobs.get(check_key(name))
 
     async def download(self, url: str, gen_id: int, *, with_thumbnail: bool = False, max_pixels: int | None = None,
-                       max_bytes: int | None = None) -> StoredImage:
+                       max_bytes: int | None = None, provenance: Provenance | None = None) -> StoredImage:
         """Copy the image at `url` into storage; DownloadError says why it could not be kept.
 
         `max_pixels` and `max_bytes` replace the store's caps for this image (an upscale's output is
         larger than any generated image); the pixel cap is still read from the header before any decode.
+        `provenance`: what the stored image says about itself (its XMP packet, and a signed C2PA manifest
+        when this store has credentials); None keeps the bytes as they came.
         """
         queued = time.monotonic()
         async with self._downloads:
             started = time.monotonic()
             self.on_stage("download_wait", started - queued)
-            decoding = [0.0]
+            decoding = [0.0]  # the thumbnail's share of the slot's time, told apart
             try:
                 return await self._download(url, gen_id, with_thumbnail, max_pixels or self._max_pixels,
-                                            max_bytes or self._max, decoding)
+                                            max_bytes or self._max, provenance, decoding)
             except TimeoutError:
                 raise DownloadError("the image download timed out") from None
             except aiohttp.ClientError as exc:
@@ -204,7 +211,7 @@ class ImageStore:
                 self.on_stage("download", time.monotonic() - started - decoding[0])
 
     async def _download(self, url: str, gen_id: int, with_thumbnail: bool, max_pixels: int,
-                        max_bytes: int, decoding: list[float]) -> StoredImage:
+                        max_bytes: int, provenance: Provenance | None, decoding: list[float]) -> StoredImage:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url, self._allowed)
             # The session's own timeouts apply (see app.core.state.http_session).
@@ -220,34 +227,99 @@ class ImageStore:
                 if resp.content_length is not None and resp.content_length > max_bytes:
                     raise DownloadError(f"the image is larger than the {max_bytes}-byte limit")
                 return await self._keep(_Download(resp.content, max_bytes, max_pixels), gen_id, with_thumbnail,
-                                        decoding)
+                                        provenance, decoding)
         raise DownloadError("the image host redirected too many times")
 
-    async def _keep(self, body: _Download, gen_id: int, with_thumbnail: bool, decoding: list[float]) -> StoredImage:
+    async def _keep(self, body: _Download, gen_id: int, with_thumbnail: bool,
+                    provenance: Provenance | None, decoding: list[float]) -> StoredImage:
         header = await body.header()
         # Random, not the hash: the name must exist before the last byte (and so the hash) does.
         name = f"{gen_id}-{secrets.token_hex(8)}{header.ext}"
+        marked = Marked(body.chunks(), header.format, xmp_packet(provenance) if provenance is not None else None)
+        if provenance is not None and self.credentials is not None:
+            return await self._keep_signed(marked, header, name, with_thumbnail, provenance, self.credentials,
+                                           decoding)
         thumb: bytes | None = None
         local = self.blobs.local_path(name)
         if with_thumbnail and local is None:
             # A remote backend: spool locally, check by decoding, then upload from the spool.
             spool = self._spool_store()
-            await spool.put(name, body.chunks(), durable=False)
+            await self._put_marked(spool, name, marked)
             try:
                 thumb = await self._thumbnail_of(spool.local_path(name), decoding)
                 await self.blobs.put(name, spool.stream(name))
             finally:
                 await spool.delete(name)
         else:
-            await self.blobs.put(name, body.chunks())
+            await self._put_marked(self.blobs, name, marked)
             if with_thumbnail and local is not None:
                 try:
                     thumb = await self._thumbnail_of(local, decoding)
                 except DownloadError:
                     await self.blobs.delete(name)
                     raise
-        return StoredImage(name=name, size=body.size, sha256=body.hash.hexdigest(), mime=header.mime,
-                           thumbnail=thumb)
+        return StoredImage(name=name, size=marked.size, sha256=marked.hash.hexdigest(), mime=header.mime,
+                           thumbnail=thumb, provenance=written(marked.wrote_xmp, False) if provenance else None)
+
+    @staticmethod
+    async def _put_marked(store: BlobStore, name: str, marked: Marked) -> None:
+        try:
+            await store.put(name, marked)
+        except ValueError:  # the header check passed these bytes, so this is a damaged start
+            raise DownloadError("the downloaded file is not a valid image (a damaged header)") from None
+
+    async def _keep_signed(self, marked: Marked, header: ImageHeader, name: str, with_thumbnail: bool,
+                           provenance: Provenance, credentials: ContentCredentials,
+                           decoding: list[float]) -> StoredImage:
+        """Spool the image (XMP already in), sign a copy in the image pool, and keep the signed copy; a
+        signing failure keeps the unsigned one and says why in `provenance`, never loses the image."""
+        spool = self._spool_store()
+        signed_name = f"{name.split('-', 1)[0]}-{secrets.token_hex(8)}{header.ext}"
+        parent_name: str | None = None
+        await self._put_marked(spool, name, marked)
+        try:
+            parent = await self._parent_file(provenance, spool)
+            if parent is not None and parent.parent == spool.root:
+                parent_name = parent.name
+            loop = asyncio.get_running_loop()
+            failure: str | None = None
+            try:
+                size, digest = await loop.run_in_executor(
+                    self._pool, _sign_and_hash, credentials, spool.local_path(name), spool.local_path(signed_name),
+                    header.mime, provenance, parent)
+                kept = signed_name
+            except SigningError as exc:
+                failure = str(exc)
+                logger.warning("generation %s: C2PA signing failed, the image is kept unsigned: %s",
+                               provenance.generation_id, failure)
+                size, digest, kept = marked.size, marked.hash.hexdigest(), name
+            thumb = await self._thumbnail_of(spool.local_path(kept), decoding) if with_thumbnail else None
+            await self.blobs.put(name, spool.stream(kept))
+        finally:
+            for leftover in (name, signed_name, parent_name):
+                if leftover is not None:
+                    await spool.delete(leftover)
+        return StoredImage(name=name, size=size, sha256=digest, mime=header.mime, thumbnail=thumb,
+                           provenance=written(marked.wrote_xmp, failure is None, failure))
+
+    async def _parent_file(self, provenance: Provenance, spool: LocalBlobStore) -> Path | None:
+        """A local file of the edit's input image, for its ingredient: the stored file itself, or a spooled
+        copy from a remote backend; None when there is none (then the manifest names no parent)."""
+        if not provenance.edit or provenance.parent is None:
+            return None
+        try:
+            key = check_key(provenance.parent.name)
+            local = self.blobs.local_path(key)
+            if local is not None:
+                return local if await asyncio.to_thread(local.is_file) else None
+            # A name of its own: another edit of the same parent may be spooling it at the same time.
+            copy = f"{key.split('-', 1)[0]}-{secrets.token_hex(8)}{Path(key).suffix}"
+            await spool.put(copy, self.blobs.stream(key), durable=False)
+            return spool.local_path(copy)
+        except BlobStoreError:  # gone, or unreadable: the edit is signed without its ingredient
+            logger.warning("generation %s: its parent image could not be read for its C2PA ingredient",
+                           provenance.generation_id)
+            return None
 
     async def _thumbnail_of(self, path: Path, decoding: list[float]) -> bytes:
         """The thumbnail of a download (the decode that checks it); the time it took goes to `decoding`."""
@@ -311,6 +383,19 @@ class ImageStore:
         name = f"{gen_id}-{secrets.token_hex(8)}{ext}"
         await self.blobs.put(name, _one(data))
         return StoredImage(name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(), mime=mime)
+
+
+def _sign_and_hash(credentials: ContentCredentials, source: Path, dest: Path, mime: str, provenance: Provenance,
+                   parent: Path | None) -> tuple[int, str]:
+    """Sign, then hash what was written (one trip to the pool): (size, sha256)."""
+    credentials.sign_file(source, dest, mime, provenance, parent)
+    digest = hashlib.sha256()
+    size = 0
+    with open(dest, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, digest.hexdigest()
 
 
 def _ignore(stage: str, seconds: float) -> None:

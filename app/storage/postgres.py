@@ -170,6 +170,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE generations ADD COLUMN style TEXT;
     """,
+    # 14: provenance of a kept image (see the SQLite list).
+    """
+    ALTER TABLE generations ADD COLUMN provenance TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any fixed number: the advisory lock under which replicas that start together migrate once.
@@ -438,11 +442,11 @@ class PostgresStore:
             "UPDATE generations AS g SET status = %s, image_url = %s, error = %s, http_status = %s,"  # noqa: S608 - fixed SQL fragments; values go as parameters
             " duration_ms = %s, finished_at = %s, image_path = %s, image_bytes = %s, image_sha256 = %s,"
             " image_mime = %s, attempts = %s, queue_ms = %s, upstream_error = %s,"
-            " cost_usd = COALESCE(%s::float8, g.cost_usd) WHERE id = %s RETURNING " + self._columns,
+            " cost_usd = COALESCE(%s::float8, g.cost_usd), provenance = %s WHERE id = %s RETURNING " + self._columns,
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
              image.sha256 if image else None, image.mime if image else None, attempts, queue_ms,
-             upstream_error, cost_usd, gen_id))
+             upstream_error, cost_usd, image.provenance if image else None, gen_id))
         if row is None:  # pragma: no cover - rows are never deleted
             raise RuntimeError(f"generation {gen_id} vanished")
         return Generation.from_row(row)

@@ -103,6 +103,8 @@ class Generation:
     request_id: str | None = None
     # The team style applied (PIXAZO_STYLES_FILE): `prompt` is then the expanded prompt, as sent.
     style: str | None = None
+    # What the stored image carries (xmp, xmp+c2pa; a failed signing says why): app.storage.provenance.
+    provenance: str | None = None
 
     @property
     def resource_uri(self) -> str | None:
@@ -121,6 +123,7 @@ class Generation:
             upstream_error=row.get("upstream_error"), model=row.get("model") or "sdxl",
             operation=row.get("operation") or "generate", parent_id=row.get("parent_id"),
             cost_usd=row.get("cost_usd"), request_id=row.get("request_id"), style=row.get("style"),
+            provenance=row.get("provenance"),
         )
 
     def public(self) -> dict[str, Any]:
@@ -147,6 +150,8 @@ class StoredImageInfo(Protocol):
     def sha256(self) -> str: ...
     @property
     def mime(self) -> str: ...
+    @property
+    def provenance(self) -> str | None: ...
 
 
 def query_words(text: str) -> list[str]:
@@ -450,12 +455,12 @@ class GenerationStore:
         found = await self._conn.execute_fetchall(
             "UPDATE generations SET status = ?, image_url = ?, error = ?, http_status = ?,"
             " duration_ms = ?, finished_at = ?, image_path = ?, image_bytes = ?, image_sha256 = ?,"
-            " image_mime = ?, attempts = ?, queue_ms = ?, upstream_error = ?, cost_usd = COALESCE(?, cost_usd)"
-            " WHERE id = ? RETURNING *",
+            " image_mime = ?, attempts = ?, queue_ms = ?, upstream_error = ?, cost_usd = COALESCE(?, cost_usd),"
+            " provenance = ? WHERE id = ? RETURNING *",
             (status, image_url, error, http_status, duration_ms, utc_now(),
              image.name if image else None, image.size if image else None,
              image.sha256 if image else None, image.mime if image else None, attempts, queue_ms,
-             upstream_error, cost_usd, gen_id),
+             upstream_error, cost_usd, image.provenance if image else None, gen_id),
         )
         rows = list(found)
         if not rows:  # pragma: no cover - rows are never deleted

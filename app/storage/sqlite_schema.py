@@ -145,5 +145,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE generations ADD COLUMN style TEXT;
     """,
+    # 14: what a kept image carries about where it came from (issue 26): its XMP packet, its C2PA
+    # manifest, or why signing it failed (app.storage.provenance). NULL: as it came (uploads, older rows).
+    """
+    ALTER TABLE generations ADD COLUMN provenance TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
