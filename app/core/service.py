@@ -221,6 +221,21 @@ class GenerationService:
             return pending, refusal.message
         return pending, None
 
+    async def admit_batch(self, requests: list[GenerationRequest], caller: str | None,
+                          batch_id: str) -> tuple[list[Generation], str | None]:
+        """Variations of one call (the same model and price, each its own seed): a row per request sharing
+        `batch_id`, all PENDING, or all finished refused (nothing sent) with why."""
+        first = requests[0]
+        meta = CallMeta(first.model, first.operation, first.parent_id,
+                        self.prices.price(first.endpoint, first.values), batch_id)
+        made, refusal = await self.limits.record_batch(
+            first.prompt, [request.recorded_parameters() for request in requests], caller, meta)
+        if refusal is not None:
+            for gen in made:
+                self._observe(gen)
+            return made, refusal.message
+        return made, None
+
     async def run(self, pending: Generation, request: GenerationRequest, live: LiveCall | None = None) -> Outcome:
         """Call Pixazo for an admitted row, keep the image, and finish the row whatever happens."""
         live = live or LiveCall()
