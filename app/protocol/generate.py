@@ -12,16 +12,18 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field, create_model
 from pydantic_core import ErrorDetails
 
+from app.core.batches import seeds_text, variations
 from app.core.extras import ExtraCaps
 from app.core.requests import RequestProblem, build_request, problems_for, range_text
 from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, SDXL_LIMITS
 from app.protocol.arguments import CatalogueArgs
-from app.protocol.jobs import WAIT_FIELD, run_request
+from app.protocol.batches import run_batch
+from app.protocol.jobs import N_FIELD, WAIT_FIELD, run_request
 from app.protocol.results import ImageOut, state_of
 from app.settings import Settings
 
-PIX_GENERATE_DESCRIPTION = """An image from a prompt with Pixazo ({models}); 10-30 s. Extra arguments are \
-recorded (at most {count}, {size} bytes in all, {depth} deep), not sent."""
+PIX_GENERATE_DESCRIPTION = """An image from a prompt with Pixazo; 10-30 s. Extra arguments are kept (at most \
+{count}, {size} bytes, {depth} deep), not sent."""
 
 
 class _PixGenerateArgsBase(CatalogueArgs):
@@ -41,7 +43,7 @@ class _PixGenerateArgsBase(CatalogueArgs):
         if not isinstance(chosen, str) or chosen not in CATALOGUE:
             return []
         return problems_for(CATALOGUE[chosen], {name: getattr(self, name)
-                                                for name in self.given() - {"model", "wait"}})
+                                                for name in self.given() - {"model", "wait", "n"}})
 
 
 def _unadvertised_default(schema: dict[str, Any]) -> None:
@@ -81,6 +83,7 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
         "seed": _int_field("seed", settings.default_seed, None),
         "model": (Literal[GENERATE_MODELS], Field(default="sdxl")),
         "wait": WAIT_FIELD,
+        "n": N_FIELD,
     }
     model = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
     model.extra_caps = ExtraCaps(count=settings.max_extra_arguments, depth=settings.max_extra_depth,
@@ -90,7 +93,8 @@ def pix_generate_arguments(settings: Settings) -> type[ArgModelBase]:
 
 async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_arguments: frozenset[str],
                        prompt: str, negative_prompt: str | None, width: int, height: int, num_steps: int,
-                       guidance_scale: float, seed: int, model: str = "sdxl", wait: bool = True) -> CallToolResult:
+                       guidance_scale: float, seed: int, model: str = "sdxl", wait: bool = True,
+                       n: int = 1) -> CallToolResult:
     state = state_of(ctx)
     values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
               "num_steps": num_steps, "guidance_scale": guidance_scale, "seed": seed}
@@ -100,7 +104,10 @@ async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_argu
         request = build_request(state.settings, CATALOGUE[model], given, extra=extra_arguments)
     except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
         raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
-    return await run_request(ctx, state, request, wait=wait)
+    if n == 1:
+        return await run_request(ctx, state, request, wait=wait)
+    requests = variations(request, n, "seed" in given_arguments)  # every text-to-image model takes a seed
+    return await run_batch(ctx, state, requests, seeds=seeds_text(requests, "seed" in given_arguments), wait=wait)
 
 
 def pix_generate_tool(settings: Settings) -> Tool:
@@ -110,8 +117,7 @@ def pix_generate_tool(settings: Settings) -> Tool:
         fn=pix_generate,
         name="pix_generate",
         title="Generate an image (Pixazo)",
-        description=PIX_GENERATE_DESCRIPTION.format(models=", ".join(GENERATE_MODELS),
-                                                    count=settings.max_extra_arguments,
+        description=PIX_GENERATE_DESCRIPTION.format(count=settings.max_extra_arguments,
                                                     size=settings.max_extra_bytes, depth=settings.max_extra_depth),
         parameters=args.model_json_schema(by_alias=True),
         fn_metadata=FuncMetadata(arg_model=args, output_model=ImageOut),

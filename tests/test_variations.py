@@ -1,0 +1,124 @@
+"""Variations (issue 26): `n` images in one call, each its own row and seed, sharing a batch id; admitted
+whole or not at all; answered with every image and one contact sheet; grouped in the history and the
+gallery."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp.types import CallToolResult, ImageContent, ResourceLink
+from PIL import Image
+from pydantic import SecretStr
+
+from app.pixazo.simulator import Fault, Simulator
+from app.storage.database import open_store
+from tests.conftest import in_memory_client, live_server, make_settings, rows
+from tests.test_everyday import THUMB_BUDGET
+
+MINUTE, DAY = "2000-01-01T00:00:00.000Z", "2000-01-01"
+
+
+def text_of(result: CallToolResult) -> str:
+    return result.content[0].text  # type: ignore[union-attr]
+
+
+def sheet_of(result: CallToolResult) -> Image.Image:
+    (sheet,) = [c for c in result.content if isinstance(c, ImageContent)]
+    data = base64.b64decode(sheet.data)
+    assert len(data) <= THUMB_BUDGET
+    return Image.open(io.BytesIO(data))
+
+
+def prices_file(tmp_path: Path, prices: dict[str, Any]) -> Path:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(prices))
+    return path
+
+
+async def test_a_batch_of_four_is_four_rows_with_consecutive_seeds_one_batch_id_and_a_contact_sheet(
+        tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url)
+    async with in_memory_client(settings) as client:
+        result = await client.call_tool("pix_generate", {"prompt": "a lighthouse", "n": 4, "seed": 7})
+    assert not result.is_error, text_of(result)
+    found = rows(settings.db_path)
+    assert [(r["id"], r["status"], json.loads(r["parameters_json"])["seed"]) for r in found] == [
+        (1, "SUCCESS", 7), (2, "SUCCESS", 8), (3, "SUCCESS", 9), (4, "SUCCESS", 10)]
+    (batch_id,) = {r["batch_id"] for r in found}
+    assert batch_id is not None
+    assert sim.stats.requests == 4
+    assert [body["seed"] for body in sim.stats.bodies] != []  # each request carried its own seed
+    assert sorted(body["seed"] for body in sim.stats.bodies) == [7, 8, 9, 10]
+    links = [c for c in result.content if isinstance(c, ResourceLink)]
+    assert [link.uri for link in links] == [f"pixazo://generations/{i}/image" for i in (1, 2, 3, 4)]
+    sheet = sheet_of(result)
+    assert sheet.size == (512, 512)  # the four thumbnails in a 2 x 2 grid
+    structured = result.structured_content
+    assert structured is not None
+    assert (structured["id"], structured["status"], structured["batch_id"]) == (1, "SUCCESS", batch_id)
+    assert structured["resource_uri"] == "pixazo://generations/1/image"
+    assert [(i["id"], i["status"], i["parameters"]["seed"], i["batch_id"]) for i in structured["images"]] == [
+        (1, "SUCCESS", 7, batch_id), (2, "SUCCESS", 8, batch_id), (3, "SUCCESS", 9, batch_id),
+        (4, "SUCCESS", 10, batch_id)]
+    text = text_of(result)
+    assert text.startswith(f"Generated images 1, 2, 3, 4 (batch {batch_id}, seeds 7, 8, 9, 10): 4 made.")
+    assert "#3 (seed 9): pixazo://generations/3/image" in text
+
+
+async def test_without_a_seed_a_batch_takes_random_seeds_and_one_image_keeps_the_default(
+        tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none")
+    async with in_memory_client(settings) as client:
+        single = await client.call_tool("pix_generate", {"prompt": "one"})
+        batch = await client.call_tool("pix_generate", {"prompt": "three", "n": 3})
+    assert single.structured_content is not None
+    assert batch.structured_content is not None
+    assert single.structured_content["parameters"]["seed"] == 42  # the contract: seed 42 when not given
+    assert single.structured_content["batch_id"] is None
+    found = rows(settings.db_path)
+    assert found[0]["batch_id"] is None
+    seeds = [json.loads(r["parameters_json"])["seed"] for r in found[1:]]
+    assert len(set(seeds)) == 3  # recorded, each its own
+    assert all(0 <= s <= 4_294_967_295 for s in seeds)
+    assert sorted(body["seed"] for body in list(sim.stats.bodies)[1:]) == sorted(seeds)
+    assert f"random seeds {', '.join(str(s) for s in seeds)}" in text_of(batch)
+    assert not [c for c in batch.content if isinstance(c, ImageContent)]  # PIXAZO_INLINE_IMAGE=none
+
+
+async def test_a_partly_failed_batch_answers_with_what_succeeded_and_what_failed(
+        tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url)
+    sim.push(Fault(kind="http", status=400, body=json.dumps({"error": "bad prompt"})))  # the first to arrive
+    async with in_memory_client(settings) as client:
+        result = await client.call_tool("pix_generate", {"prompt": "a fox", "n": 4, "seed": 1})
+    assert not result.is_error  # three images were made and paid for: not an error
+    found = rows(settings.db_path)
+    assert sorted(r["status"] for r in found) == ["HTTP_400", "SUCCESS", "SUCCESS", "SUCCESS"]
+    assert all(r["finished_at"] is not None for r in found)  # every row ended
+    (failed,) = [r for r in found if r["status"] == "HTTP_400"]
+    structured = result.structured_content
+    assert structured is not None
+    assert structured["status"] == "PARTIAL"
+    assert [i["status"] for i in structured["images"]] == [r["status"] for r in found]
+    (failed_image,) = [i for i in structured["images"] if i["status"] == "HTTP_400"]
+    assert failed_image["error"] == failed["error"]
+    text = text_of(result)
+    assert ": 3 made, 1 failed." in text.splitlines()[0]
+    assert f"#{failed['id']} (seed {json.loads(failed['parameters_json'])['seed']}): failed (HTTP_400). " in text
+    assert len([c for c in result.content if isinstance(c, ResourceLink)]) == 3
+    assert sheet_of(result).size == (512, 512)  # a blank cell where the failed image would be
+
+
+async def test_a_batch_that_wholly_fails_is_an_error(tmp_path: Path, sim: Simulator) -> None:
+    sim.push(*[Fault(kind="http", status=400) for _ in range(2)])
+    async with in_memory_client(make_settings(tmp_path, sim.url)) as client:
+        result = await client.call_tool("pix_generate", {"prompt": "a fox", "n": 2})
+    assert result.is_error
+    assert result.structured_content is not None
+    assert result.structured_content["status"] == "FAILED"
+    assert ": 0 made, 2 failed." in text_of(result)
