@@ -122,3 +122,124 @@ async def test_a_batch_that_wholly_fails_is_an_error(tmp_path: Path, sim: Simula
     assert result.structured_content is not None
     assert result.structured_content["status"] == "FAILED"
     assert ": 0 made, 2 failed." in text_of(result)
+
+
+async def test_a_batch_is_refused_whole_when_the_rate_limit_allows_only_part_of_it(
+        tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, rate_limit_per_minute=5, inline_image="none")
+    async with in_memory_client(settings) as client:
+        for prompt in ("one", "two", "three"):
+            assert not (await client.call_tool("pix_generate", {"prompt": prompt})).is_error
+        refused = await client.call_tool("pix_generate", {"prompt": "four more", "n": 4})
+        two = await client.call_tool("pix_generate", {"prompt": "two more", "n": 2})
+    assert refused.is_error
+    text = text_of(refused)
+    assert text.startswith("Generations 4, 5, 6, 7 (batch b")
+    assert ("were refused (RATE_LIMITED): This call asks for 4 images and the per-minute limit allows 2 now; a "
+            "batch is admitted whole or not at all, so none was sent to Pixazo or charged. Rate limit reached: 5 "
+            "generations per minute") in text
+    assert sim.stats.requests == 3 + 2  # nothing of the refused batch reached Pixazo
+    assert not two.is_error
+    found = rows(settings.db_path)
+    assert [r["status"] for r in found[3:7]] == ["RATE_LIMITED"] * 4  # each image of it recorded, refused
+    assert len({r["batch_id"] for r in found[3:7]}) == 1
+    assert all(r["cost_usd"] == 0 for r in found[3:7])
+    assert [r["status"] for r in found[7:]] == ["SUCCESS", "SUCCESS"]
+
+
+async def test_a_batch_is_refused_whole_when_the_budget_pays_for_only_part_of_it(
+        tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none", daily_budget_usd=0.15,
+                             prices_file=prices_file(tmp_path, {"sdxl": 0.07}))
+    async with in_memory_client(settings) as client:
+        refused = await client.call_tool("pix_generate", {"prompt": "a fox", "n": 4})
+        status = (await client.call_tool("pix_status", {})).structured_content
+        two = await client.call_tool("pix_generate", {"prompt": "a fox", "n": 2})
+    assert refused.is_error
+    text = text_of(refused)
+    assert "(BUDGET_EXCEEDED): This call asks for 4 images and the daily budget allows 2 now" in text
+    assert "this call costs $0.07 (sdxl) per image, $0.28 for 4. Nothing was sent to Pixazo." in text
+    assert status is not None
+    assert status["spent_today_usd"] == 0  # nothing charged
+    assert not two.is_error, text_of(two)
+    assert sim.stats.requests == 2
+    assert [(r["status"], r["cost_usd"]) for r in rows(settings.db_path)] == [
+        *[("BUDGET_EXCEEDED", 0)] * 4, ("SUCCESS", 0.07), ("SUCCESS", 0.07)]
+
+
+async def test_a_batch_larger_than_the_unfinished_allowance_is_refused_whole(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none", max_background_per_caller=3)
+    async with in_memory_client(settings) as client:
+        refused = await client.call_tool("pix_generate", {"prompt": "a fox", "n": 4})
+    assert refused.is_error
+    assert ("This call asks for 4 images and the limit on unfinished generations allows 3 now; "
+            in text_of(refused))
+    assert "This caller would have more than 3 generations unfinished" in text_of(refused)
+    assert sim.stats.requests == 0
+
+
+async def test_wait_false_answers_every_id_pending_and_pix_wait_collects_each(
+        tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url)
+    async with in_memory_client(settings) as client:
+        result = await client.call_tool("pix_generate", {"prompt": "a fox", "n": 3, "wait": False})
+        assert not result.is_error
+        structured = result.structured_content
+        assert structured is not None
+        assert structured["status"] == "PENDING"
+        assert [i["status"] for i in structured["images"]] == ["PENDING"] * 3
+        text = text_of(result)
+        assert ": 0 made, 3 still running." in text.splitlines()[0]
+        assert "#2 (seed " in text
+        assert "collect it with pix_wait and id 2." in text
+        collected = [await client.call_tool("pix_wait", {"id": i}) for i in (1, 2, 3)]
+    for gen_id, answer in enumerate(collected, start=1):
+        assert answer.structured_content is not None
+        assert answer.structured_content["status"] == "SUCCESS", text_of(answer)
+        assert answer.structured_content["id"] == gen_id
+        assert answer.structured_content["batch_id"] == structured["batch_id"]
+
+
+async def test_a_batch_that_outlasts_the_answer_bound_answers_its_pending_ids(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, answer_within_s=1, inline_image="none")
+    sim.push(Fault(kind="slow", delay=3))  # one image takes longer than the answer bound
+    async with in_memory_client(settings) as client:
+        result = await client.call_tool("pix_generate", {"prompt": "a fox", "n": 2})
+        structured = result.structured_content
+        assert structured is not None
+        assert structured["status"] == "PENDING"
+        (slow,) = [i["id"] for i in structured["images"] if i["status"] == "PENDING"]
+        assert ": 1 made, 1 still running." in text_of(result)
+        for _ in range(10):  # each pix_wait waits at most the answer bound (1 s here)
+            later = await client.call_tool("pix_wait", {"id": slow})
+            assert later.structured_content is not None
+            if later.structured_content["status"] != "PENDING":
+                break
+    assert later.structured_content["status"] == "SUCCESS"
+
+
+async def test_pix_regenerate_makes_variations_of_a_generation(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url)
+    async with in_memory_client(settings) as client:
+        await client.call_tool("pix_generate", {"prompt": "a fox", "num_steps": 12})
+        again = await client.call_tool("pix_regenerate", {"id": 1, "n": 3, "seed": 100})
+    assert not again.is_error, text_of(again)
+    assert text_of(again).startswith("Regenerated images 2, 3, 4 (batch b")
+    found = rows(settings.db_path)
+    assert [(r["parent_id"], json.loads(r["parameters_json"])["seed"], json.loads(r["parameters_json"])["num_steps"])
+            for r in found[1:]] == [(1, 100, 12), (1, 101, 12), (1, 102, 12)]
+    assert len({r["batch_id"] for r in found[1:]}) == 1
+    assert sheet_of(again).size == (512, 512)  # three thumbnails and a blank cell
+
+
+async def test_an_upscale_has_no_seed_so_it_takes_no_variations(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none", poll_base_s=0.05, poll_cap_s=0.1)
+    async with in_memory_client(settings) as client:
+        await client.call_tool("pix_generate", {"prompt": "a fox"})
+        upscaled = await client.call_tool("pix_upscale", {"image": 1})
+        assert not upscaled.is_error, text_of(upscaled)
+        refused = await client.call_tool("pix_regenerate", {"id": 2, "n": 2})
+    assert refused.is_error
+    assert text_of(refused) == ("Cannot repeat generation 2: crystal-upscaler takes no seed, so `n` must be 1 for "
+                                "it. Nothing was recorded or sent to Pixazo.")
+    assert len(rows(settings.db_path)) == 2

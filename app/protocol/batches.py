@@ -168,6 +168,6 @@ async def _contact_sheet(state: AppState, ended: list[tuple[Generation, Outcome 
         thumb = None
         if outcome is not None and outcome.ok and gen.image_path is not None:
             thumb = outcome.thumbnail or await images.thumbnail(gen.image_path)
-        word = "" if thumb is not None else (" running" if outcome is None else f" {gen.status.lower()}")
+        word = "" if thumb is not None else (" running" if outcome is None else f" {gen.status}")
         cells.append((thumb, f"#{gen.id}{word}"))
     return await asyncio.get_running_loop().run_in_executor(images.pool, make_contact_sheet, cells)
