@@ -243,3 +243,56 @@ async def test_an_upscale_has_no_seed_so_it_takes_no_variations(tmp_path: Path, 
     assert text_of(refused) == ("Cannot repeat generation 2: crystal-upscaler takes no seed, so `n` must be 1 for "
                                 "it. Nothing was recorded or sent to Pixazo.")
     assert len(rows(settings.db_path)) == 2
+
+
+async def test_list_generations_and_the_gallery_group_a_batch(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, inline_image="none")
+    async with live_server(settings) as live:
+        async with in_memory_client(settings) as client:
+            await client.call_tool("pix_generate", {"prompt": "alone"})
+            batch = await client.call_tool("pix_generate", {"prompt": "a fox in snow", "n": 3})
+            await client.call_tool("pix_generate", {"prompt": "after"})
+            listed = await client.call_tool("list_generations", {})
+        async with httpx2.AsyncClient(base_url=live.url) as http:
+            page = (await http.get("/gallery")).text
+            detail = (await http.get("/gallery/3")).text
+    assert batch.structured_content is not None
+    batch_id = batch.structured_content["batch_id"]
+    lines = text_of(listed).splitlines()
+    assert len(lines) == 3  # the batch is one line
+    assert lines[0].startswith("#5 SUCCESS generate (sdxl, ")
+    assert lines[1].startswith(f"batch {batch_id}: #4 SUCCESS, #3 SUCCESS, #2 SUCCESS; generate (sdxl, ")
+    assert lines[1].endswith(": a fox in snow")
+    assert lines[2].startswith("#1 SUCCESS ")
+    records = listed.structured_content["generations"]  # type: ignore[index]
+    assert [r["batch_id"] for r in records] == [None, batch_id, batch_id, batch_id, None]
+    assert page.count('class="card batch"') == 1
+    card = page.split(f'data-batch="{batch_id}"', 1)[1].split("</li>", 1)[0]
+    assert [f'href="/gallery/{i}"' in card for i in (2, 3, 4)] == [True] * 3
+    assert "Batch of 3" in card
+    assert 'data-id="1"' in page
+    assert 'data-id="5"' in page
+    assert f'<dd id="batch">{batch_id} ' in detail
+
+
+async def test_both_engines_admit_a_batch_whole_or_not_at_all(database_url: str) -> None:
+    store = await open_store(database_url)
+    try:
+        limits = {"per_minute": 5, "daily": None, "minute_since": MINUTE, "day_since": DAY}
+        first = await store.insert_admitted("p", [{"seed": s} for s in (1, 2, 3)], "alice", **limits)
+        refused = await store.insert_admitted("p", [{"seed": s} for s in (4, 5, 6)], "alice", **limits)
+        fits = await store.insert_admitted("p", [{"seed": s} for s in (7, 8)], "alice", **limits)
+        full = await store.insert_admitted("p", {"seed": 9}, "alice", **limits)
+    finally:
+        await store.close()
+    assert first.refused_by is None
+    assert [(g.status, g.parameters["seed"]) for g in first.generations] == [("PENDING", 1), ("PENDING", 2),
+                                                                             ("PENDING", 3)]
+    assert refused.refused_by == "per-minute"
+    assert [(g.status, g.parameters["seed"]) for g in refused.generations] == [
+        ("RATE_LIMITED", 4), ("RATE_LIMITED", 5), ("RATE_LIMITED", 6)]
+    assert fits.refused_by is None
+    assert [g.parameters["seed"] for g in fits.generations] == [7, 8]
+    assert full.refused_by == "per-minute"
+    ids = [g.id for a in (first, refused, fits) for g in a.generations]
+    assert ids == sorted(ids)
