@@ -296,3 +296,19 @@ async def test_both_engines_admit_a_batch_whole_or_not_at_all(database_url: str)
     assert full.refused_by == "per-minute"
     ids = [g.id for a in (first, refused, fits) for g in a.generations]
     assert ids == sorted(ids)
+
+
+async def test_pix_cancel_stops_one_image_of_a_batch_and_leaves_the_others(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.url, answer_within_s=1, inline_image="none")
+    sim.push(Fault(kind="slow", delay=20))  # one image would take 20 s
+    async with in_memory_client(settings) as client:
+        started = await client.call_tool("pix_generate", {"prompt": "a fox", "n": 2, "wait": False})
+        assert started.structured_content is not None
+        answers = {i["id"]: await client.call_tool("pix_wait", {"id": i["id"]})
+                   for i in started.structured_content["images"]}
+        (slow,) = [i for i, a in answers.items()
+                   if a.structured_content and a.structured_content["status"] == "PENDING"]
+        cancelled = await client.call_tool("pix_cancel", {"id": slow})
+    assert not cancelled.is_error
+    assert {r["id"]: r["status"] for r in rows(settings.db_path)} == {
+        i: ("CANCELLED" if i == slow else "SUCCESS") for i in answers}

@@ -122,6 +122,7 @@ async def batch_result(state: AppState, running: list[Running], batch_id: str, *
     """Every image of the batch: what was made (a resource link each), what failed and why, what still
     runs (collect each with pix_wait), and one contact sheet of the thumbnails."""
     ended = [await _ended(state, r) for r in running]
+    log_call(ended[0][0])  # the call's log line: the first image's id and how it ended
     made = [gen for gen, outcome in ended if outcome is not None and outcome.ok]
     failed = [gen for gen, outcome in ended if outcome is not None and not outcome.ok]
     pending = [gen for gen, outcome in ended if outcome is None]
