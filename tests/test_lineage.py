@@ -153,7 +153,8 @@ async def test_the_output_schema_declares_the_lineage(settings: Settings) -> Non
     assert regenerate.input_schema["required"] == ["id"]
     assert regenerate.input_schema["additionalProperties"] is False
     assert set(regenerate.input_schema["properties"]) == {
-        "id", "prompt", "negative_prompt", "width", "height", "num_steps", "guidance_scale", "seed", "model", "wait"}
+        "id", "prompt", "negative_prompt", "width", "height", "num_steps", "guidance_scale", "seed", "model", "wait",
+        "n"}
     assert regenerate.output_schema is not None
     assert {"id", "status", "resource_uri"} <= set(regenerate.output_schema["properties"])
 

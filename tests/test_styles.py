@@ -322,3 +322,19 @@ def test_a_bad_styles_file_stops_the_server_in_one_line_with_exit_code_2(tmp_pat
     missing = pixazo(tmp_path, command, PIXAZO_STYLES_FILE=str(tmp_path / "absent.yaml"))
     assert missing.returncode == 2
     assert missing.stderr.startswith(f"pixazo-mcp: PIXAZO_STYLES_FILE {tmp_path / 'absent.yaml'}: cannot be read")
+
+
+async def test_a_styled_batch_gives_every_image_the_style_and_starts_from_the_styles_seed(
+        settings: Settings, sim: Simulator) -> None:
+    async with in_memory_client(settings) as client:
+        inked = await client.call_tool("pix_generate", {"prompt": "a heron", "style": "ink", "n": 2})
+        posters = await client.call_tool("pix_generate", {"prompt": "a fox", "style": "poster", "n": 2})
+    assert not inked.is_error, texts(inked)
+    assert not posters.is_error, texts(posters)
+    made = rows(settings.db_path)
+    assert len(made) == 4
+    assert {(r["style"], r["prompt"]) for r in made[:2]} == {("ink", "a heron, ink wash painting, sumi-e, rice paper")}
+    assert len({r["batch_id"] for r in made[:2]}) == 1
+    assert {r["style"] for r in made[2:]} == {"poster"}
+    assert [json.loads(r["parameters_json"])["seed"] for r in made[2:]] == [7, 8]  # the style's seed counts as given
+    assert [b["seed"] for b in bodies(sim, LIGHTNING)] == [7, 8]

@@ -13,18 +13,20 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field, create_model
 from pydantic_core import ErrorDetails
 
+from app.core.batches import seeds_text, variations
 from app.core.extras import ExtraCaps
 from app.core.requests import RequestProblem, build_request, problems_for, range_text
 from app.core.styles import Style, apply_style, prompt_problem
 from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, SDXL_LIMITS
 from app.protocol.arguments import CatalogueArgs
-from app.protocol.jobs import WAIT_FIELD, run_request
+from app.protocol.batches import run_batch
+from app.protocol.jobs import N_FIELD, WAIT_FIELD, run_request
 from app.protocol.results import ImageOut, state_of
 from app.protocol.styles import not_applied_note, style_field
 from app.settings import Settings
 
-PIX_GENERATE_DESCRIPTION = """An image from a prompt with Pixazo ({models}); 10-30 s. Extra arguments are \
-recorded (at most {count}, {size} bytes in all, {depth} deep), not sent."""
+PIX_GENERATE_DESCRIPTION = """An image from a prompt with Pixazo; 10-30 s. Extra arguments are kept (at most \
+{count}, {size} bytes, {depth} deep), not sent."""
 
 
 class _PixGenerateArgsBase(CatalogueArgs):
@@ -46,7 +48,7 @@ class _PixGenerateArgsBase(CatalogueArgs):
             return []
         endpoint = CATALOGUE[chosen]
         problems = problems_for(endpoint, {name: getattr(self, name)
-                                           for name in self.given() - {"model", "wait", "style"}})
+                                           for name in self.given() - {"model", "wait", "style", "n"}})
         if style is not None and (problem := prompt_problem(style, endpoint, str(getattr(self, "prompt", "")))):
             problems.append(problem)
         return problems
@@ -97,6 +99,7 @@ def pix_generate_arguments(settings: Settings, styles: Mapping[str, Style] | Non
         "model": (Literal[GENERATE_MODELS], Field(default="sdxl")),
         **style_field(styles or {}, has_model=True),
         "wait": WAIT_FIELD,
+        "n": N_FIELD,
     }
     model = create_model("pix_generateArguments", __base__=_PixGenerateArgsBase, **fields)
     model.styles = dict(styles or {})
@@ -108,7 +111,7 @@ def pix_generate_arguments(settings: Settings, styles: Mapping[str, Style] | Non
 async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_arguments: frozenset[str],
                        prompt: str, negative_prompt: str | None, width: int, height: int, num_steps: int,
                        guidance_scale: float, seed: int, model: str = "sdxl", wait: bool = True,
-                       style: Style | None = None) -> CallToolResult:
+                       style: Style | None = None, n: int = 1) -> CallToolResult:
     state = state_of(ctx)
     endpoint = CATALOGUE[chosen_model(model, given_arguments, style)]
     values = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
@@ -124,7 +127,12 @@ async def pix_generate(ctx: Context, extra_arguments: dict[str, Any], given_argu
                                 style=style.name if style is not None else None)
     except RequestProblem as exc:  # pragma: no cover - the argument model refuses these first
         raise ToolError(f"Invalid arguments: {exc}. Nothing was recorded or sent to Pixazo.") from None
-    result = await run_request(ctx, state, request, wait=wait)
+    if n == 1:
+        result = await run_request(ctx, state, request, wait=wait)
+    else:
+        seeded = "seed" in given  # the caller's seed, or the style's: s, s+1, ...; else random seeds
+        requests = variations(request, n, seeded)  # every text-to-image model takes a seed
+        result = await run_batch(ctx, state, requests, seeds=seeds_text(requests, seeded), wait=wait)
     if style is not None and not result.is_error:
         not_applied_note(result, style, endpoint.model, not_applied)
     return result
@@ -137,8 +145,7 @@ def pix_generate_tool(settings: Settings, styles: Mapping[str, Style] | None = N
         fn=pix_generate,
         name="pix_generate",
         title="Generate an image (Pixazo)",
-        description=PIX_GENERATE_DESCRIPTION.format(models=", ".join(GENERATE_MODELS),
-                                                    count=settings.max_extra_arguments,
+        description=PIX_GENERATE_DESCRIPTION.format(count=settings.max_extra_arguments,
                                                     size=settings.max_extra_bytes, depth=settings.max_extra_depth),
         parameters=args.model_json_schema(by_alias=True),
         fn_metadata=FuncMetadata(arg_model=args, output_model=ImageOut),

@@ -10,6 +10,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from app import __version__
+from app.core.batches import grouped
 from app.core.uploads import UPLOAD
 from app.identity.tokens import current_caller
 from app.protocol.results import (
@@ -21,7 +22,7 @@ from app.protocol.results import (
     state_of,
     visible,
 )
-from app.storage.records import MAX_ID, MIN_ID
+from app.storage.records import MAX_ID, MIN_ID, Generation
 from app.storage.statuses import KNOWN_STATUSES, is_known
 
 
@@ -45,13 +46,22 @@ async def list_generations(
                                caller=caller)
     records = [GenerationRecord.model_validate(g.public()) for g in found]
     page = GenerationPage(generations=records, next_before_id=records[-1].id if len(records) == limit else None)
-    lines = [f"#{r.id} {r.status} {r.operation} ({r.model}, " + (f"style {r.style}, " if r.style else "")
-             + f"{r.created_at[:16].replace('T', ' ')}): "
-             f"{_short(r.prompt)}" for r in records] or ["No generations match."]
+    lines = [_line(group) for group in grouped(found)] or ["No generations match."]
     if page.next_before_id is not None:
         lines.append(f"More: before_id={page.next_before_id}.")
     return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))],
                           structured_content=page.model_dump(mode="json"))
+
+
+def _line(group: list[Generation]) -> str:
+    """One line per generation, and one per batch (variations) with each image's id and status."""
+    r = group[0]
+    if len(group) == 1:
+        head = f"#{r.id} {r.status}"
+    else:
+        head = f"batch {r.batch_id}: " + ", ".join(f"#{g.id} {g.status}" for g in group) + ";"
+    style = f"style {r.style}, " if r.style else ""
+    return f"{head} {r.operation} ({r.model}, {style}{r.timestamp[:16].replace('T', ' ')}): {_short(r.prompt)}"
 
 
 def _short(prompt: str, chars: int = 60) -> str:

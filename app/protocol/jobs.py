@@ -20,6 +20,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
 from app.core.background import Running
+from app.core.batches import MAX_VARIATIONS
 from app.core.requests import GenerationRequest
 from app.core.service import CANCELLED, Outcome
 from app.core.state import AppState
@@ -37,8 +38,16 @@ from app.protocol.results import (
 )
 from app.storage.records import MAX_ID, MIN_ID, PENDING, Generation, parse_utc
 
-WAIT_HELP = "false: answer at once (PENDING); then pix_wait."
+WAIT_HELP = "false: answer at once (PENDING)."
 WAIT_FIELD: Any = (Annotated[bool, Field(description=WAIT_HELP)], True)
+N_HELP = "Images; seeds seed, seed+1... (random if no seed)."
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # 1 goes without saying; tools/list is paid for in every conversation
+
+
+N_FIELD: Any = (Annotated[int, Field(ge=1, le=MAX_VARIATIONS, description=N_HELP, json_schema_extra=_no_default)], 1)
 
 
 async def run_request(ctx: Context, state: AppState, request: GenerationRequest,
@@ -49,7 +58,7 @@ async def run_request(ctx: Context, state: AppState, request: GenerationRequest,
         return await _answer(state, Outcome(pending, refusal), label)
     assert state.background is not None  # noqa: S101 - the lifespan always makes one
     running = state.background.launch(pending, request)
-    _log(pending)
+    log_call(pending)
     if not wait:
         return _pending(state, pending, running)
     outcome = await _follow(ctx, state, running, state.settings.answer_within_s, cancel_with_client=True)
@@ -59,11 +68,11 @@ async def run_request(ctx: Context, state: AppState, request: GenerationRequest,
 
 
 async def _answer(state: AppState, outcome: Outcome, label: str) -> CallToolResult:
-    _log(outcome.generation)
+    log_call(outcome.generation)
     return await generation_result(outcome, state, label)
 
 
-def _log(gen: Generation) -> None:
+def log_call(gen: Generation) -> None:
     """The call's log line names its generation as soon as there is one."""
     if (info := CALL_INFO.get()) is not None:
         info.status, info.attempts, info.generation_id = gen.status, gen.attempts, gen.id
@@ -92,7 +101,7 @@ async def _follow(ctx: Context, state: AppState, running: Running, wait_s: float
     the work. pix_wait's client going away leaves the work alone.
     """
     gen_id = running.generation.id
-    progress = _Progress(ctx, state.settings.progress_interval_s, gen_id) if _wants_progress(ctx) else None
+    progress = _Progress(ctx, state.settings.progress_interval_s, gen_id) if wants_progress(ctx) else None
     if progress is not None:
         running.live.watchers.append(progress.job)
     try:
@@ -125,7 +134,7 @@ async def _follow(ctx: Context, state: AppState, running: Running, wait_s: float
     return outcome
 
 
-def _wants_progress(ctx: Context) -> bool:
+def wants_progress(ctx: Context) -> bool:
     """Whether the caller sent a progress token (without one, no heartbeat task is worth starting)."""
     meta: Any = ctx.request_context.meta
     return bool(meta) and (meta.get("progress_token") is not None or meta.get("progressToken") is not None)
@@ -181,8 +190,8 @@ async def pix_wait(
     id: Annotated[int, Field(ge=MIN_ID, le=MAX_ID)],
     timeout_s: Annotated[float | None, Field(ge=0, le=3600, description="Capped by the server.")] = None,
 ) -> Annotated[CallToolResult, ImageOut]:
-    """Wait for a generation (one answered PENDING, or whose call your client gave up on) and answer as its
-    call would have, or PENDING again."""
+    """Wait for a generation (one answered PENDING, or whose call your client gave up on); answer as its call
+would have, or PENDING again."""
     state, viewer, gen = state_of(ctx), current_caller(), await visible(ctx, id)
     bound = state.settings.answer_within_s
     wait_s = bound if timeout_s is None else min(timeout_s, bound)
@@ -195,7 +204,7 @@ async def pix_wait(
     if outcome is None:
         gen = await state.service.get(id, viewer)
         if gen.status == PENDING:
-            _log(gen)
+            log_call(gen)
             return _pending(state, gen, state.background.running(id) if state.background else None)
         outcome = outcome_of(gen)
     return await _answer(state, outcome, label_for(outcome.generation))
@@ -203,7 +212,7 @@ async def pix_wait(
 
 async def _await_row(ctx: Context, state: AppState, gen: Generation, wait_s: float) -> None:
     """Wait for a row another instance (or a resumed job here) is finishing, with a heartbeat."""
-    if not _wants_progress(ctx):
+    if not wants_progress(ctx):
         await state.service.store.wait_finished(gen.id, wait_s)
         return
     progress = _Progress(ctx, state.settings.progress_interval_s, gen.id)
@@ -229,7 +238,7 @@ async def pix_cancel(
     await state.service.store.end_pending(id, CANCELLED, "cancelled with pix_cancel")
     done = await state.service.store.get(id)
     assert done is not None  # noqa: S101 - rows are never deleted
-    _log(done)
+    log_call(done)
     price = done.cost_usd or 0.0  # 0 when nothing can be charged (never sent, or a free model)
     charged = price > 0
     cost = f" (${price:.4g})" if charged else ""

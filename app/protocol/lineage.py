@@ -13,21 +13,23 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.core.batches import seeds_text, variations
 from app.core.inputs import InputProblem
 from app.core.lineage import OVERRIDABLE, RepeatProblem, repeat_request
 from app.core.requests import RequestProblem
 from app.errors import NotFoundError
 from app.identity.tokens import current_caller
 from app.pixazo.gateway import GENERATE_MODELS, WIDEST
-from app.protocol.jobs import WAIT_FIELD, run_request
+from app.protocol.batches import run_batch
+from app.protocol.jobs import N_FIELD, WAIT_FIELD, run_request
 from app.protocol.results import ImageOut, state_of
 from app.storage.records import MAX_ID, MIN_ID
 
 NOTHING_DONE = "Nothing was recorded or sent to Pixazo."
-ARGUMENTS = ("id", *OVERRIDABLE, "model", "wait")
+ARGUMENTS = ("id", *OVERRIDABLE, "model", "wait", "n")
 
-PIX_REGENERATE_DESCRIPTION = """Repeat generation `id` with the arguments given changed (a new seed: a \
-variation; `model`: another text-to-image model). Its parent_id is `id`."""
+PIX_REGENERATE_DESCRIPTION = """Repeat generation `id`, changing the arguments given (`model`: another \
+text-to-image model); parent_id is `id`."""
 
 
 class _RegenerateArgsBase(ArgModelBase):
@@ -66,7 +68,8 @@ def _fields(bounded: bool) -> dict[str, Any]:
             return {}
         lim = WIDEST[name]
         if kind is str:
-            return {"min_length": int(lim.minimum), "max_length": int(lim.maximum)}
+            # A minimum length of 0 says nothing (tools/list is paid for in every conversation).
+            return {"min_length": int(lim.minimum) or None, "max_length": int(lim.maximum)}
         if kind is int:
             return {"ge": int(lim.minimum), "le": int(lim.maximum), "multiple_of": lim.multiple_of}
         return {"ge": lim.minimum, "le": lim.maximum}
@@ -85,6 +88,7 @@ def _fields(bounded: bool) -> dict[str, Any]:
         "seed": optional("seed", int, None),
         "model": (Annotated[Literal[GENERATE_MODELS] | None, Field()], None),
         "wait": WAIT_FIELD,
+        "n": N_FIELD,
     }
 
 
@@ -98,7 +102,7 @@ def pix_regenerate_arguments() -> tuple[type[ArgModelBase], dict[str, Any]]:
 async def pix_regenerate(ctx: Context, id: int, prompt: str | None = None, negative_prompt: str | None = None,
                          width: int | None = None, height: int | None = None, num_steps: int | None = None,
                          guidance_scale: float | None = None, seed: int | None = None,
-                         model: str | None = None, wait: bool = True) -> CallToolResult:
+                         model: str | None = None, wait: bool = True, n: int = 1) -> CallToolResult:
     state, viewer = state_of(ctx), current_caller()
     try:
         source = await state.service.get(id, viewer)
@@ -116,9 +120,14 @@ async def pix_regenerate(ctx: Context, id: int, prompt: str | None = None, negat
 
     try:
         repeat = await repeat_request(state.settings, source, overrides, model=model, resolve=resolve)
+        requests = variations(repeat.request, n, seed is not None)
     except (RepeatProblem, RequestProblem) as exc:
         raise ToolError(f"Cannot repeat generation {id}: {exc}. {NOTHING_DONE}") from None
-    result = await run_request(ctx, state, repeat.request, "Regenerated image", wait)
+    if n == 1:
+        result = await run_request(ctx, state, repeat.request, "Regenerated image", wait)
+    else:
+        result = await run_batch(ctx, state, requests, seeds=seeds_text(requests, seed is not None),
+                                 label="Regenerated image", wait=wait)
     if repeat.not_carried:
         result.content.append(TextContent(type="text", text=(
             f"Not carried over to {repeat.request.model} from generation {id}: "

@@ -48,6 +48,7 @@ class GenerationResult(BaseModel):
         "The team style applied (the prompt is then the style's expanded prompt, as sent); null if none."))
     activity: str | None = Field(default=None, description="While PENDING: what the call is doing now.")
     elapsed_s: int | None = Field(default=None, description="While PENDING: seconds since the call was received.")
+    batch_id: str | None = Field(default=None, description="Shared by the images of one call with `n` > 1.")
 
 
 class ImageOut(BaseModel):
@@ -107,6 +108,7 @@ class GenerationRecord(BaseModel):
     cost_usd: float | None = Field(default=None, description=(
         "What the call cost in US dollars (0 when nothing was charged; null when not recorded)."))
     style: str | None = Field(default=None, description="The team style it was made in (null if none).")
+    batch_id: str | None = Field(default=None, description="Shared by the images of one call with `n` > 1.")
 
 
 class GenerationSummary(BaseModel):
@@ -184,6 +186,7 @@ async def generation_result(outcome: Outcome, state: AppState, label: str = "Gen
         prompt=gen.prompt, parameters=gen.parameters, created_at=gen.timestamp, image_mime=gen.image_mime,
         image_bytes=gen.image_bytes, error=gen.error if outcome.download_problem else None,
         model=gen.model, operation=gen.operation, parent_id=gen.parent_id, cost_usd=gen.cost_usd, style=gen.style,
+        batch_id=gen.batch_id,
     ).model_dump(mode="json")
     shape = _shape(gen.parameters)
     content: list[ContentBlock] = []
@@ -238,6 +241,7 @@ def pending_result(gen: Generation, activity: str, elapsed_s: int, wait_s: float
         id=gen.id, status=PENDING, image_url=None, resource_uri=None, prompt=gen.prompt,
         parameters=gen.parameters, created_at=gen.timestamp, model=gen.model, operation=gen.operation,
         parent_id=gen.parent_id, cost_usd=gen.cost_usd, style=gen.style, activity=activity, elapsed_s=elapsed_s,
+        batch_id=gen.batch_id,
     ).model_dump(mode="json")
     if gen.operation == UPLOAD:  # a link waiting for the person's file: nothing runs, nothing is paid
         text = (f"Generation {gen.id} is an upload link not used yet ({elapsed_s} s since it was made): the "

@@ -27,7 +27,8 @@ class RecordStore(Protocol):
 
     async def insert_pending(self, prompt: str, parameters: dict[str, Any], caller: str | None = None,
                              status: str = ..., *, meta: CallMeta | None = None) -> Generation: ...
-    async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
+    async def insert_admitted(self, prompt: str, parameters: dict[str, Any] | list[dict[str, Any]],
+                              caller: str | None, *,
                               per_minute: int | None, daily: int | None, minute_since: str,
                               day_since: str, meta: CallMeta | None = None,
                               budget_usd: float | None = None, max_pending: int | None = None) -> Admission: ...

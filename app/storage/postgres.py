@@ -174,6 +174,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE generations ADD COLUMN provenance TEXT;
     """,
+    # 15: variations (issue 26): the images of one call with `n` > 1 share a batch id.
+    """
+    ALTER TABLE generations ADD COLUMN batch_id TEXT;
+    CREATE INDEX generations_batch_id ON generations (batch_id) WHERE batch_id IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # Any fixed number: the advisory lock under which replicas that start together migrate once.
@@ -367,23 +372,25 @@ class PostgresStore:
         created = utc_now()
         row = await self._one(
             "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner, model, operation,"
-            " parent_id, cost_usd, style) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            " parent_id, cost_usd, style, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING id",
             (created, prompt, json.dumps(parameters, ensure_ascii=False, sort_keys=True), status, caller,
-             self.owner.id, meta.model, meta.operation, meta.parent_id, meta.cost_usd, meta.style))
+             self.owner.id, meta.model, meta.operation, meta.parent_id, meta.cost_usd, meta.style, meta.batch_id))
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always answers one row
         return Generation(int(row["id"]), created, prompt, parameters, None, status, None, None, None, None,
                           caller=caller, model=meta.model, operation=meta.operation, parent_id=meta.parent_id,
-                          cost_usd=meta.cost_usd, style=meta.style)
+                          cost_usd=meta.cost_usd, style=meta.style, batch_id=meta.batch_id)
 
-    async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
-                              per_minute: int | None, daily: int | None, minute_since: str,
+    async def insert_admitted(self, prompt: str, parameters: dict[str, Any] | list[dict[str, Any]],
+                              caller: str | None, *, per_minute: int | None, daily: int | None, minute_since: str,
                               day_since: str, meta: CallMeta | None = None,
                               budget_usd: float | None = None, max_pending: int | None = None) -> Admission:
         """Count, sum the spend and insert in one transaction holding the caller's advisory lock: replicas
         admitting the same caller queue on it, so together they admit exactly the allowance and never
-        pass the budget (see GenerationStore.insert_admitted for the rules)."""
+        pass the budget (see GenerationStore.insert_admitted for the rules, a batch's too)."""
         meta = meta or CallMeta()
         created = utc_now()
+        batch = parameters if isinstance(parameters, list) else [parameters]
         mine = ("FROM generations WHERE caller IS NOT DISTINCT FROM %(caller)s AND status <> ALL(%(refused)s)"
                 " AND timestamp >=")
         async with self._pool.connection() as conn, conn.transaction():
@@ -391,30 +398,37 @@ class PostgresStore:
             cur = await conn.execute(
                 "WITH hit (x) AS (SELECT CASE"  # noqa: S608 - fixed SQL fragments; values go as parameters
                 " WHEN %(mp)s::int IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE status = %(pending)s"
-                "   AND caller IS NOT DISTINCT FROM %(caller)s AND operation <> 'upload') >= %(mp)s THEN 'pending'"
-                f" WHEN %(pm)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(minute)s) >= %(pm)s THEN 'per-minute'"
-                f" WHEN %(daily)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(day)s) >= %(daily)s THEN 'daily'"
+                "   AND caller IS NOT DISTINCT FROM %(caller)s AND operation <> 'upload') + %(n)s > %(mp)s"
+                "   THEN 'pending'"
+                f" WHEN %(pm)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(minute)s) + %(n)s > %(pm)s"
+                "   THEN 'per-minute'"
+                f" WHEN %(daily)s::int IS NOT NULL AND (SELECT COUNT(*) {mine} %(day)s) + %(n)s > %(daily)s"
+                "   THEN 'daily'"
                 f" WHEN %(budget)s::float8 IS NOT NULL AND (SELECT COALESCE(SUM(COALESCE(cost_usd, 0)), 0) {mine}"
                 "   %(day)s) + %(price)s::float8 > %(budget)s::float8 + %(eps)s::float8 THEN 'budget' END)"
                 " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, model, operation,"
-                " parent_id, style, status, error, cost_usd, duration_ms, attempts, finished_at)"
-                " SELECT %(ts)s, %(prompt)s, %(params)s, %(caller)s, %(owner)s, %(model)s, %(operation)s,"
-                " %(parent)s::bigint, %(style)s,"
+                " parent_id, style, batch_id, status, error, cost_usd, duration_ms, attempts, finished_at)"
+                " SELECT %(ts)s, %(prompt)s, b.params, %(caller)s, %(owner)s, %(model)s, %(operation)s,"
+                " %(parent)s::bigint, %(style)s, %(batch)s::text,"
                 " CASE WHEN x IS NULL THEN %(pending)s WHEN x = 'budget' THEN %(over)s ELSE %(rl)s END,"
                 " CASE WHEN x = 'budget' THEN x ELSE x || ' limit' END,"
                 " CASE WHEN x IS NULL THEN %(cost)s::float8 ELSE 0 END,"
                 " CASE WHEN x IS NULL THEN NULL ELSE 0 END, CASE WHEN x IS NULL THEN NULL ELSE 0 END,"
-                " CASE WHEN x IS NULL THEN NULL ELSE %(ts)s END FROM hit RETURNING " + self._columns.replace("g.", ""),
+                " CASE WHEN x IS NULL THEN NULL ELSE %(ts)s END"
+                " FROM hit, unnest(%(params)s::text[]) WITH ORDINALITY AS b(params, k) ORDER BY b.k"
+                " RETURNING " + self._columns.replace("g.", ""),
                 {"mp": max_pending, "pm": per_minute, "daily": daily, "caller": caller, "minute": minute_since,
                  "day": day_since,
-                 "refused": list(REFUSED), "budget": budget_usd, "price": meta.cost_usd or 0.0,
+                 "refused": list(REFUSED), "budget": budget_usd, "price": (meta.cost_usd or 0.0) * len(batch),
                  "eps": BUDGET_EPSILON, "rl": RATE_LIMITED, "over": BUDGET_EXCEEDED, "ts": created,
                  "prompt": prompt, "owner": self.owner.id, "pending": PENDING, "model": meta.model,
                  "operation": meta.operation, "parent": meta.parent_id, "cost": meta.cost_usd, "style": meta.style,
-                 "params": json.dumps(parameters, ensure_ascii=False, sort_keys=True)})
-            row = await cur.fetchone()
-        assert row is not None  # noqa: S101 - INSERT ... SELECT from a one-row CTE answers one row
-        return Admission(Generation.from_row(row), refused_by(row))
+                 "batch": meta.batch_id, "n": len(batch),
+                 "params": [json.dumps(p, ensure_ascii=False, sort_keys=True) for p in batch]})
+            found = await cur.fetchall()
+        assert found  # noqa: S101 - INSERT ... SELECT from a one-row CTE answers a row per image
+        made = sorted((Generation.from_row(row) for row in found), key=lambda gen: gen.id)
+        return Admission(made[0], refused_by(found[0]), tuple(made))
 
     async def usage(self, caller: str | None, minute_since: str, day_since: str) -> Usage:
         mine = ("FROM generations WHERE caller IS NOT DISTINCT FROM %(caller)s AND status <> ALL(%(refused)s)"

@@ -105,6 +105,7 @@ class Generation:
     style: str | None = None
     # What the stored image carries (xmp, xmp+c2pa; a failed signing says why): app.storage.provenance.
     provenance: str | None = None
+    batch_id: str | None = None  # the images of one call with `n` > 1 (variations) share it
 
     @property
     def resource_uri(self) -> str | None:
@@ -123,7 +124,7 @@ class Generation:
             upstream_error=row.get("upstream_error"), model=row.get("model") or "sdxl",
             operation=row.get("operation") or "generate", parent_id=row.get("parent_id"),
             cost_usd=row.get("cost_usd"), request_id=row.get("request_id"), style=row.get("style"),
-            provenance=row.get("provenance"),
+            provenance=row.get("provenance"), batch_id=row.get("batch_id"),
         )
 
     def public(self) -> dict[str, Any]:
@@ -138,6 +139,7 @@ class Generation:
             "image_mime": self.image_mime, "image_bytes": self.image_bytes, "image_sha256": self.image_sha256,
             "attempts": self.attempts, "caller": self.caller, "model": self.model, "operation": self.operation,
             "parent_id": self.parent_id, "cost_usd": self.cost_usd, "style": self.style,
+            "batch_id": self.batch_id,
         }
 
 
@@ -376,54 +378,62 @@ class GenerationStore:
         # execute_fetchall: one trip to the connection's thread and no cursor left to close.
         inserted = list(await self._conn.execute_fetchall(
             "INSERT INTO generations (timestamp, prompt, parameters_json, status, caller, owner, model, operation,"
-            " parent_id, cost_usd, style) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " parent_id, cost_usd, style, batch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (created, prompt, params_json, status, caller, self.owner.id, meta.model, meta.operation,
-             meta.parent_id, meta.cost_usd, meta.style),
+             meta.parent_id, meta.cost_usd, meta.style, meta.batch_id),
         ))
         gen_id = int(inserted[0][0])
         return Generation(gen_id, created, prompt, parameters, None, status, None, None, None, None,
                           caller=caller, model=meta.model, operation=meta.operation, parent_id=meta.parent_id,
-                          cost_usd=meta.cost_usd, style=meta.style)
+                          cost_usd=meta.cost_usd, style=meta.style, batch_id=meta.batch_id)
 
-    async def insert_admitted(self, prompt: str, parameters: dict[str, Any], caller: str | None, *,
-                              per_minute: int | None, daily: int | None, minute_since: str,
+    async def insert_admitted(self, prompt: str, parameters: dict[str, Any] | list[dict[str, Any]],
+                              caller: str | None, *, per_minute: int | None, daily: int | None, minute_since: str,
                               day_since: str, meta: CallMeta | None = None,
                               budget_usd: float | None = None, max_pending: int | None = None) -> Admission:
         """Count the caller's calls (and sum its spend) and insert this one in one statement: SQLite's
         single writer makes it atomic across every connection and process, so the allowance and the
         budget are exact. Limits are checked first (unfinished calls, per-minute, daily), then the
         budget: this call's price (`meta.cost_usd`, None as 0) must fit in what the caller has left
-        today. A refused call's row is written finished (RATE_LIMITED or BUDGET_EXCEEDED), nothing charged."""
+        today. A refused call's row is written finished (RATE_LIMITED or BUDGET_EXCEEDED), nothing charged.
+
+        A list of parameters is a batch (variations): one row each, all admitted or all refused, the
+        limits and the budget counting every one of them."""
         meta = meta or CallMeta()
         created = utc_now()
+        batch = parameters if isinstance(parameters, list) else [parameters]
+        n = len(batch)
         found = list(await self._conn.execute_fetchall(
             "WITH hit (x) AS (SELECT CASE"
             " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE status = ? AND caller IS ?"
-            "   AND operation <> 'upload') >= ?"
+            "   AND operation <> 'upload') + ? > ?"
             "   THEN 'pending'"
             " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
-            "   AND status NOT IN (?, ?)) >= ? THEN 'per-minute'"
+            "   AND status NOT IN (?, ?)) + ? > ? THEN 'per-minute'"
             " WHEN ? IS NOT NULL AND (SELECT COUNT(*) FROM generations WHERE caller IS ? AND timestamp >= ?"
-            "   AND status NOT IN (?, ?)) >= ? THEN 'daily'"
+            "   AND status NOT IN (?, ?)) + ? > ? THEN 'daily'"
             " WHEN ? IS NOT NULL AND (SELECT TOTAL(cost_usd) FROM generations WHERE caller IS ? AND timestamp >= ?"
-            "   AND status NOT IN (?, ?)) + ? > ? + ? THEN 'budget' END)"
+            "   AND status NOT IN (?, ?)) + ? > ? + ? THEN 'budget' END),"
+            " batch (k, params) AS (SELECT key, value FROM json_each(?))"
             " INSERT INTO generations (timestamp, prompt, parameters_json, caller, owner, model, operation,"
-            " parent_id, style, status, error, cost_usd, duration_ms, attempts, finished_at)"
-            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " parent_id, style, batch_id, status, error, cost_usd, duration_ms, attempts, finished_at)"
+            " SELECT ?, ?, params, ?, ?, ?, ?, ?, ?, ?,"
             " CASE WHEN x IS NULL THEN ? WHEN x = 'budget' THEN ? ELSE ? END,"
             " CASE WHEN x = 'budget' THEN x ELSE x || ' limit' END, CASE WHEN x IS NULL THEN ? ELSE 0 END,"
             " CASE WHEN x IS NULL THEN NULL ELSE 0 END, CASE WHEN x IS NULL THEN NULL ELSE 0 END,"
-            " CASE WHEN x IS NULL THEN NULL ELSE ? END FROM hit RETURNING *",
-            (max_pending, PENDING, caller, max_pending,
-             per_minute, caller, minute_since, RATE_LIMITED, BUDGET_EXCEEDED, per_minute,
-             daily, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, daily,
-             budget_usd, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, meta.cost_usd or 0.0, budget_usd,
+            " CASE WHEN x IS NULL THEN NULL ELSE ? END FROM hit, batch ORDER BY k RETURNING *",
+            (max_pending, PENDING, caller, n, max_pending,
+             per_minute, caller, minute_since, RATE_LIMITED, BUDGET_EXCEEDED, n, per_minute,
+             daily, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, n, daily,
+             budget_usd, caller, day_since, RATE_LIMITED, BUDGET_EXCEEDED, (meta.cost_usd or 0.0) * n, budget_usd,
              BUDGET_EPSILON,
-             created, prompt, json.dumps(parameters, ensure_ascii=False, sort_keys=True), caller, self.owner.id,
-             meta.model, meta.operation, meta.parent_id, meta.style,
+             # Each image's parameters as a JSON text, in a JSON array of them: one fixed statement for any n.
+             json.dumps([json.dumps(p, ensure_ascii=False, sort_keys=True) for p in batch]),
+             created, prompt, caller, self.owner.id, meta.model, meta.operation, meta.parent_id, meta.style,
+             meta.batch_id,
              PENDING, BUDGET_EXCEEDED, RATE_LIMITED, meta.cost_usd, created)))
-        row = dict(found[0])
-        return Admission(Generation.from_row(row), refused_by(row))
+        made = sorted((Generation.from_row(dict(row)) for row in found), key=lambda gen: gen.id)
+        return Admission(made[0], refused_by(dict(found[0])), tuple(made))
 
     async def usage(self, caller: str | None, minute_since: str, day_since: str) -> Usage:
         found = list(await self._conn.execute_fetchall(

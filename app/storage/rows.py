@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,16 +62,20 @@ class CallMeta:
     operation: str = "generate"
     parent_id: int | None = None
     cost_usd: float | None = None
+    _: KW_ONLY  # the rest by name: two branches once added a field here at the same position
     style: str | None = None  # the team style applied (PIXAZO_STYLES_FILE); the prompt is the expanded one
+    batch_id: str | None = None  # shared by the images of one call with `n` > 1 (variations)
 
 
 @dataclass(frozen=True)
 class Admission:
     """The row a call got: PENDING when admitted, or already finished when refused: RATE_LIMITED by a
-    limit, BUDGET_EXCEEDED by the daily budget."""
+    limit, BUDGET_EXCEEDED by the daily budget. A batch (variations) has a row per image, all admitted
+    or all refused: `generations`, in order (`generation` is the first)."""
 
     generation: Generation
-    refused_by: str | None  # "per-minute", "daily" or "budget"
+    refused_by: str | None  # "pending", "per-minute", "daily" or "budget"
+    generations: tuple[Generation, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -150,5 +150,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE generations ADD COLUMN provenance TEXT;
     """,
+    # 15: variations (issue 26): the images of one call with `n` > 1 share a batch id.
+    """
+    ALTER TABLE generations ADD COLUMN batch_id TEXT;
+    CREATE INDEX generations_batch_id ON generations (batch_id) WHERE batch_id IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.batches import grouped
 from app.core.costs import usd
 from app.core.lineage import ancestors, lineage
 from app.core.uploads import UPLOAD_PATH
@@ -48,7 +49,14 @@ def cost_text(value: float | None) -> str:
     return "free" if value == 0 else usd(value)
 
 
+def total_cost(group: list[Generation]) -> float | None:
+    """A batch's cost: the sum of its images', unknown when any is."""
+    costs = [gen.cost_usd for gen in group]
+    return None if None in costs else sum(c for c in costs if c is not None)
+
+
 TEMPLATES.env.filters["cost"] = cost_text
+TEMPLATES.env.filters["total_cost"] = total_cost
 PAGE_SIZE = 24
 SESSION_KEY = "sid"  # the session's id (app.identity.sessions); the cookie holds nothing else
 
@@ -168,7 +176,8 @@ class Gallery:
         callers, statuses = await state.service.callers_and_statuses(signed_in)
         next_before = items[-1].id if len(items) == PAGE_SIZE else None
         return TEMPLATES.TemplateResponse(request, "index.html", {
-            "items": items, "query": query or "", "status": status or "", "caller": caller or "",
+            "items": items, "groups": grouped(items), "query": query or "", "status": status or "",
+            "caller": caller or "",
             "callers": callers, "statuses": statuses, "next_before": next_before, "before": before_id,
             "signed_in": signed_in, "auth": self.verifier is not None,
         })
