@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
 DIR="${PIXAZO_PODMAN_DIR:-/var/cache/pixazo-mcp-podman}"
 DEBIAN=localhost/debian-clean:bookworm  # debootstrap's minbase without its .debs, docs and locales
-BASE=localhost/pixazo-python-build:bookworm
+BASE=localhost/pixazo-python-build:bookworm-binutils  # with strip, for the wheels' debug symbols
 RUNTIME=localhost/pixazo-python-runtime:bookworm
 MAX_IMAGE_MB=300
 IMAGE=localhost/pixazo-mcp:test
@@ -85,7 +85,7 @@ IMAGEFILE
   podman build --format docker --network host -t "$1" "$WORK/$2" >"$DIR/$2-build.log" 2>&1 \
     || { tail -30 "$DIR/$2-build.log"; exit 1; }
 }
-python_image "$BASE" build "python3 python3-venv python3-pip ca-certificates curl"
+python_image "$BASE" build "python3 python3-venv python3-pip ca-certificates curl binutils"
 python_image "$RUNTIME" runtime "python3 ca-certificates"  # Python alone: no pip, no curl
 
 log "building $IMAGE"
