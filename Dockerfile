@@ -17,8 +17,10 @@ COPY app ./app
 RUN /opt/venv/bin/pip install --no-deps . && /opt/venv/bin/pip check
 # What the server never uses at run time: the installers (pip, setuptools, wheel), the AWS API
 # models of every service but S3 and the credential services (botocore's data is 27 MB, S3 0.3 MB),
-# and the debug symbols some wheels ship in their shared objects (uvloop's alone are 12 MB; 24 MB in
+# and the debug symbols some wheels ship in their shared objects (uvloop's alone are 12 MB; 23 MB in
 # all). binutils' strip does it; a base without it gets it from apt when it has apt, else keeps them.
+# Not in a library auditwheel patched (it has an RPATH): strip breaks patchelf's layout (libvips would
+# no longer load). Then everything the server loads is imported once, so a broken library fails here.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN /opt/venv/bin/python -m pip uninstall --yes pip setuptools wheel \
     && shopt -s nullglob \
@@ -30,8 +32,14 @@ RUN /opt/venv/bin/python -m pip uninstall --yes pip setuptools wheel \
            >/dev/null; \
        fi \
     && if command -v strip >/dev/null; then \
-         find /opt/venv -type f -name '*.so*' -exec strip --strip-debug {} +; \
-       else echo "no strip here: the shared objects keep their debug symbols"; fi
+         find /opt/venv -type f -name '*.so*' -print0 | while IFS= read -r -d '' lib; do \
+           sections="$(readelf -S "$lib")"; dynamic="$(readelf -d "$lib")"; \
+           if [[ $sections == *.debug_info* && $dynamic != *RPATH* && $dynamic != *RUNPATH* ]]; then \
+             strip --strip-debug "$lib"; \
+           fi; \
+         done; \
+       else echo "no strip here: the shared objects keep their debug symbols"; fi \
+    && /opt/venv/bin/python -c "import app.web.app, pyvips, uvloop, yaml; pyvips.Image.black(2, 2).avg()"
 
 FROM ${RUNTIME_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

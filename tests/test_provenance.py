@@ -28,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
 
 from app.ops.provenance_cost import provenance_costs
+from app.ops.testcert import make_test_certificate
 from app.pixazo.simulator import Simulator
 from app.settings import Settings, SettingsError
 from app.storage.blobs import LocalBlobStore
@@ -63,46 +64,6 @@ def pixels(data: bytes) -> bytes:
 
 def stored(settings: Settings, row: dict[str, Any]) -> bytes:
     return (settings.image_dir / row["image_path"]).read_bytes()
-
-
-def make_certificate(folder: Path, *, leaf_key: ec.EllipticCurvePrivateKey | None = None) -> tuple[Path, Path, bytes]:
-    """An ES256 chain as C2PA wants it: a CA, and an end-entity certificate it signed with digitalSignature
-    and the emailProtection purpose (the library refuses a self-signed leaf). (chain, key, CA PEM)."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(common: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pixazo-mcp tests")])
-
-    def usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=False,
-                             data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                             encipher_only=False, decipher_only=False)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("Test C2PA CA")).issuer_name(name("Test C2PA CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(usage(sign=False, ca=True), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(name("pixazo-mcp test signer")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(usage(sign=True, ca=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    chain, key_file = folder / "c2pa-chain.pem", folder / "c2pa-key.pem"
-    chain.write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + ca_pem)
-    key_file.write_bytes((leaf_key or key).private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
-    return chain, key_file, ca_pem
 
 
 def manifest_of(data: bytes, mime: str, ca_pem: bytes) -> tuple[str, dict[str, Any]]:
@@ -195,7 +156,7 @@ async def test_an_upload_is_kept_as_it_came_and_its_edit_is_a_composite(tmp_path
 
 @pytest.fixture
 def signing(tmp_path: Path, sim: Simulator) -> tuple[Settings, bytes]:
-    chain, key, ca_pem = make_certificate(tmp_path)
+    chain, key, ca_pem = make_test_certificate(tmp_path)
     return make_settings(tmp_path, sim.url, poll_base_s=0.02, poll_cap_s=0.05, c2pa_cert_file=chain,
                          c2pa_key_file=key), ca_pem
 
@@ -230,7 +191,7 @@ async def test_with_a_certificate_each_image_has_a_valid_manifest_and_an_edit_na
 
 async def test_a_signing_failure_keeps_the_image_unsigned_and_says_so(tmp_path: Path, sim: Simulator) -> None:
     # A key that does not belong to the certificate: the start-up check refuses it, so build the store with it.
-    chain, key, _ = make_certificate(tmp_path, leaf_key=ec.generate_private_key(ec.SECP256R1()))
+    chain, key, _ = make_test_certificate(tmp_path, leaf_key=ec.generate_private_key(ec.SECP256R1()))
     settings = make_settings(tmp_path, sim.url, c2pa_cert_file=chain, c2pa_key_file=key)
     with pytest.raises(SettingsError, match="do not sign"):
         ContentCredentials.from_settings(settings)
@@ -254,7 +215,7 @@ async def test_a_signing_failure_keeps_the_image_unsigned_and_says_so(tmp_path: 
 
 
 def test_half_a_certificate_or_no_package_stops_the_start_in_one_line(tmp_path: Path) -> None:
-    chain, key, _ = make_certificate(tmp_path)
+    chain, key, _ = make_test_certificate(tmp_path)
     with pytest.raises(SettingsError, match="needs both PIXAZO_C2PA_CERT_FILE and PIXAZO_C2PA_KEY_FILE"):
         ContentCredentials.from_settings(make_settings(tmp_path, c2pa_cert_file=chain))
     with pytest.raises(SettingsError, match=r"PIXAZO_C2PA_KEY_FILE: cannot read .*nothing.pem"):
@@ -276,7 +237,7 @@ def test_half_a_certificate_or_no_package_stops_the_start_in_one_line(tmp_path: 
 def test_the_certificate_and_key_may_be_secret_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    chain, key, _ = make_certificate(secrets)
+    chain, key, _ = make_test_certificate(secrets)
     chain.rename(secrets / "PIXAZO_C2PA_CERT_FILE")
     key.rename(secrets / "PIXAZO_C2PA_KEY_FILE")
     monkeypatch.setenv("PIXAZO_SECRETS_DIR", str(secrets))

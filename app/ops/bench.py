@@ -30,7 +30,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from app.core.metrics import STAGES
-from app.ops.bench_images import image_costs, render_costs
+from app.ops.bench_images import image_costs, provenance_pieces, render_costs
 from app.pixazo.renders import LOOKS
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -409,10 +409,11 @@ async def run(args: Any) -> int:
                                       f"{result.wall_s} s, {result.cpu_ms_per_call} ms CPU/call, "
                                       f"{result.errors} errors", file=sys.stderr, flush=True)
                         results.extend(median_round(rounds[server]) for server in servers)
-        if not args.no_image_costs:
-            costs = await asyncio.to_thread(image_costs, [look for look in looks if look != "tiny"])
-            if costs:
-                print(render_costs(costs) + "\n")
+            if not args.no_image_costs:
+                costs = await asyncio.to_thread(image_costs, [look for look in looks if look != "tiny"], 7,
+                                                provenance_pieces(work))
+                if costs:
+                    print(render_costs(costs) + "\n")
     print(render(results))
     await asyncio.to_thread(_write_outputs, results, args.json, args.chart)
     return 1 if any(r.errors for r in results) else 0

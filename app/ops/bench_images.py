@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -26,7 +28,7 @@ from app.storage.renditions import THUMB_MAX_BYTES, THUMB_MAX_SIDE, make_thumbna
 class ImageCost:
     look: str
     png_bytes: int
-    ms: dict[str, float]  # piece -> CPU ms per image
+    ms: dict[str, Any]  # piece -> CPU ms per image (or why it was not measured)
 
 
 def pillow_thumbnail(data: bytes) -> bytes:
@@ -70,7 +72,7 @@ def cpu_ms(work: Callable[[], object], runs: int) -> float:
 
 
 def image_costs(looks: list[str], runs: int = 7,
-                extra: Callable[[bytes], dict[str, float]] | None = None) -> list[ImageCost]:
+                extra: Callable[[bytes], dict[str, Any]] | None = None) -> list[ImageCost]:
     """Per look, CPU ms per image for each piece; `extra(png)` adds more pieces (provenance)."""
     costs = []
     for look in looks:
@@ -85,6 +87,29 @@ def image_costs(looks: list[str], runs: int = 7,
             ms.update(extra(data))
         costs.append(ImageCost(look, len(data), ms))
     return costs
+
+
+def provenance_pieces(tmp: Path) -> Callable[[bytes], dict[str, float]]:
+    """The cost of provenance per image: the XMP packet always; C2PA signing with a throwaway test
+    certificate when c2pa-python is installed (the `c2pa` extra), else shown as not installed."""
+    from app.ops.provenance_cost import provenance_costs
+    from app.settings import Settings
+    from app.storage.credentials import available
+
+    settings = Settings.model_construct(c2pa_cert_file=None, c2pa_key_file=None)
+    if available():
+        from app.ops.testcert import make_test_certificate
+
+        chain, key, _ = make_test_certificate(tmp)
+        settings = Settings.model_construct(c2pa_cert_file=chain, c2pa_key_file=key)
+
+    def pieces(data: bytes) -> dict[str, Any]:
+        found = provenance_costs(data, settings, repeat=5)
+        return {"provenance: XMP packet (inserted, no decode)": found["xmp_ms"],
+                "provenance: C2PA manifest (signed)": found["c2pa_ms"] if found["c2pa_ms"] is not None
+                else "no c2pa extra"}
+
+    return pieces
 
 
 def render_costs(costs: list[ImageCost]) -> str:
