@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -115,3 +116,26 @@ def test_a_weak_or_placeholder_secret_is_refused_at_start(tmp_path: Path, env: d
     secret = next(iter(env.values())).split(":")[-1]
     assert secret not in line
 
+
+
+def test_a_server_on_sqlite_and_a_directory_loads_no_postgres_or_aws_code(tmp_path: Path) -> None:
+    """The PostgreSQL driver and the AWS SDK cost 17 MB of memory: only a server that uses them loads them."""
+    code = textwrap.dedent(f"""
+        import asyncio, sys
+        from app.core.state import open_state
+        from app.settings import Settings
+        import app.cli, app.web.app
+
+        async def main():
+            settings = Settings(_env_file=None, db_path={str(tmp_path / "p.db")!r},
+                                image_dir={str(tmp_path / "images")!r})
+            async with open_state(settings):
+                pass
+
+        asyncio.run(main())
+        print(sorted(m for m in ("psycopg", "psycopg_pool", "aiobotocore", "botocore") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PIXAZO_SECRETS_DIR": str(tmp_path / "none")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -30,7 +30,6 @@ from app.storage.database import RecordStore, open_store, redacted
 from app.storage.images import ImageStore
 from app.storage.renditions import set_decode_limit
 from app.storage.rows import Instance
-from app.storage.s3 import S3BlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +66,8 @@ async def open_blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
     directory (that setting as a path, else PIXAZO_IMAGE_DIR)."""
     target = settings.image_store
     if target is not None and target.startswith("s3://"):
+        from app.storage.s3 import S3BlobStore  # the AWS SDK (8 MB of memory) only for a bucket
+
         async with S3BlobStore.open(target, settings) as blobs:
             logger.info("images: %r (endpoint %s)", blobs, settings.s3_endpoint_url or "AWS")
             yield blobs

@@ -15,6 +15,7 @@ import re
 import struct
 import threading
 import zlib
+from typing import Any
 
 from PIL import Image, ImageChops, ImageFilter
 
@@ -50,6 +51,8 @@ def _render(width: int, height: int, variant: int, alpha: bool = False, look: st
 
     With `alpha`, an RGBA PNG whose subject (the centre) is opaque and whose edges are transparent,
     the way a background removal's result looks."""
+    if look not in LOOKS:
+        raise ValueError(f"look must be one of {', '.join(LOOKS)}")
     if look == "tiny":
         width = height = TINY_SIDE
     img = _photo(width, height, variant) if look == "photo" else _gradients(width, height, variant)
@@ -172,3 +175,13 @@ def fit(width: float, height: float) -> tuple[int, int]:
     """A result's size: within MAX_SIDE on each side (scaled down keeping the aspect), at least MIN_SIDE."""
     shrink = min(1.0, MAX_SIDE / max(width, height, 1))
     return (max(MIN_SIDE, min(MAX_SIDE, int(width * shrink))), max(MIN_SIDE, min(MAX_SIDE, int(height * shrink))))
+
+
+def side_of(value: Any) -> int:
+    """A requested width or height as the image route will render it (the body was checked)."""
+    try:
+        side = int(value) if value is not None else 1024
+    except (TypeError, ValueError):
+        side = 1024
+    return min(MAX_SIDE, max(MIN_SIDE, side))
+

@@ -60,7 +60,6 @@ from app.pixazo.gateway import (
 from app.pixazo.renders import (
     IEND,
     IMAGE_NAME,
-    LOOKS,
     MAX_SIDE,
     MIN_SIDE,
     PNG_SIGNATURE,
@@ -69,6 +68,7 @@ from app.pixazo.renders import (
     huge_png,
     png_chunk,
     rendered,
+    side_of,
     text_chunk,
     variant_of,
 )
@@ -253,8 +253,6 @@ class Simulator:
                  port: int = 0, error_rates: dict[str, float] | None = None,
                  rng_seed: int | None = None, queue_polls_before_done: int = 2, queue_seconds: float = 0.0,
                  fetch_timeout: float = 5.0, queued_models: tuple[str, ...] = (), look: str = "noise") -> None:
-        if look not in LOOKS:
-            raise ValueError(f"look must be one of {', '.join(LOOKS)}")
         self.latency = latency
         self.look = look  # what the image route serves (renders.LOOKS)
         self.api_key = api_key
@@ -454,7 +452,7 @@ class Simulator:
             width, height = size
         prompt = str(self._value(endpoint, values, "prompt") or "")
         seed = self._value(endpoint, values, "seed")
-        name = self._name(_side(width), _side(height), variant_of(prompt, int(seed if seed is not None else 42)))
+        name = self._name(side_of(width), side_of(height), variant_of(prompt, int(seed if seed is not None else 42)))
         return f"{self.url}/images/{name}"
 
     async def _enqueue(self, endpoint: Endpoint, values: dict[str, Any], image_url: str | None = None) -> web.Response:
@@ -713,13 +711,4 @@ class Simulator:
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(job.as_json())
-
-
-def _side(value: Any) -> int:
-    """A requested width or height as the image route will render it (the body was checked)."""
-    try:
-        side = int(value) if value is not None else 1024
-    except (TypeError, ValueError):
-        side = 1024
-    return min(MAX_SIDE, max(MIN_SIDE, side))
 

@@ -13,8 +13,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import psycopg
-
 logger = logging.getLogger(__name__)
 
 CHANNEL = "pixazo_finished"
@@ -81,6 +79,8 @@ class FinishListener:
                     future.set_result(None)
 
     async def _listen(self) -> None:
+        import psycopg  # here: a server on SQLite never loads the PostgreSQL driver (9 MB of memory)
+
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)

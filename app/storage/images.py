@@ -87,7 +87,8 @@ def thumbnail_key(name: str) -> str:
 
 
 class _Download:
-    """One response body on its way to storage: counted, hashed, its header read, its end checked."""
+    """One response body on its way to storage: counted, its header read, its end checked (hashed on the
+    way out by provenance.Marked: what is written, packet included, once)."""
 
     def __init__(self, body: aiohttp.StreamReader, max_bytes: int, max_pixels: int) -> None:
         self._body = body
@@ -96,14 +97,12 @@ class _Download:
         self._head = b""
         self._tail = b""
         self.size = 0
-        self.hash = hashlib.sha256()
         self.found: ImageHeader | None = None
 
     def _count(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self._max_bytes:
             raise DownloadError(f"the image is larger than the {self._max_bytes}-byte limit")
-        self.hash.update(chunk)
 
     async def header(self) -> ImageHeader:
         """Read just enough to know the type and the pixel size, and refuse what is over the caps."""
