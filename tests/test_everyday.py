@@ -193,7 +193,7 @@ async def test_bench_url_takes_the_mcp_address_measures_upstream_and_fails_in_on
                           "--latency", "1")
     assert done.returncode == 0, done.stderr
     assert "upstream latency measured by the server: 3" in done.stderr  # about 300 ms, not the 1 s given
-    row = next(line for line in done.stdout.splitlines() if line.startswith(f"| {live.url} "))
+    row = next(line for line in done.stdout.splitlines() if line.startswith(f"| - | {live.url} "))
     assert "| not measured | not measured |" in row
     unreachable = pixazo(tmp_path, "bench", "--url", f"http://127.0.0.1:{free_port()}/mcp", "--calls", "2")
     assert unreachable.returncode == 1

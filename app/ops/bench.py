@@ -278,7 +278,9 @@ async def bench_url(url: str, calls: int, concurrency: int, sessions: int, laten
         print(f"upstream latency measured by the server: {latency * 1000:.0f} ms a call", file=sys.stderr)
     else:
         print(f"upstream latency not measured (no /metrics): assuming --latency {latency:g} s", file=sys.stderr)
-    return _summarize(base, calls, concurrency, sessions, round(latency, 3), lat, errors, wall, None, None, None)
+    # Its images are whatever its upstream makes: not one of the simulator's looks.
+    return replace(_summarize(base, calls, concurrency, sessions, round(latency, 3), lat, errors, wall, None, None,
+                              None), images="-")
 
 
 def _first_line(exc: BaseException) -> str:
