@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.core.settingsfiles import read_capped
 from app.errors import UpstreamConnectionError, UpstreamError, UpstreamHTTPError
 from app.pixazo.gateway import CATALOGUE, Endpoint
 from app.settings import Settings, SettingsError
@@ -90,13 +91,7 @@ class Prices:
 
 def read_prices_file(path: Path) -> Any:
     where = f"PIXAZO_PRICES_FILE {path}"
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_PRICES_FILE_BYTES + 1)
-    except OSError as exc:
-        raise PricesFileError(f"{where}: cannot be read ({exc.strerror})") from None
-    if len(raw) > MAX_PRICES_FILE_BYTES:
-        raise PricesFileError(f"{where}: larger than {MAX_PRICES_FILE_BYTES} bytes; it accepts a small JSON object")
+    raw = read_capped(path, where, MAX_PRICES_FILE_BYTES, PricesFileError, "; it accepts a small JSON object")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

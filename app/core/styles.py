@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from app.core.requests import problems_for
+from app.core.settingsfiles import read_capped
 from app.pixazo.gateway import CATALOGUE, GENERATE_MODELS, PROMPT, Endpoint
 from app.settings import Settings, SettingsError
 
@@ -133,13 +134,7 @@ def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def read_styles_file(path: Path) -> Any:
     where = f"PIXAZO_STYLES_FILE {path}"
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_STYLES_FILE_BYTES + 1)
-    except OSError as exc:
-        raise StylesFileError(f"{where}: cannot be read ({exc.strerror})") from None
-    if len(raw) > MAX_STYLES_FILE_BYTES:
-        raise StylesFileError(f"{where}: larger than {MAX_STYLES_FILE_BYTES} bytes")
+    raw = read_capped(path, where, MAX_STYLES_FILE_BYTES, StylesFileError)
     try:
         text = raw.decode("utf-8")
         if path.suffix.lower() == ".json":
