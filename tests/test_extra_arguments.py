@@ -54,7 +54,7 @@ async def test_calls_over_a_cap_are_refused_naming_it_with_nothing_recorded_or_s
         deep = await client.call_tool("pix_generate", {"prompt": "p", "tree": nested(6)})
         big_guidance = await client.call_tool("pix_generate", {"prompt": "p", "guidance_scale": 1e308})
         kept = await client.call_tool("pix_generate", {"prompt": "kept", "ticket": "T-1", "labels": ["a"]})
-    assert "(at most 16, 4096 bytes in all, 4 deep)" in (tool.description or "")
+    assert "(at most 16, 4096 bytes, 4 deep)" in (tool.description or "")
     expected = {
         "huge": (huge, "extra arguments may take at most 4096 bytes as JSON"),
         "many": (many, "at most 16 extra arguments are kept per call (got 40)"),
