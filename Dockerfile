@@ -22,6 +22,8 @@ RUN /opt/venv/bin/pip install --no-deps . && /opt/venv/bin/pip check
 # Not in a library auditwheel patched (it has an RPATH): strip breaks patchelf's layout (libvips would
 # no longer load). Then everything the server loads is imported once, so a broken library fails here.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# binutils is a build-stage tool on whatever Debian-like base is given: no version to pin there.
+# hadolint ignore=DL3008
 RUN /opt/venv/bin/python -m pip uninstall --yes pip setuptools wheel \
     && shopt -s nullglob \
     && for service in /opt/venv/lib/python3*/site-packages/botocore/data/*/; do \
