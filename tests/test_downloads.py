@@ -23,7 +23,7 @@ from app.settings import Settings
 from app.storage.blobs import LocalBlobStore
 from app.storage.images import ImageStore
 from app.storage.imagetype import check_end, sniff
-from app.storage.renditions import decode_limit, set_decode_limit
+from app.storage.renditions import decode_limit
 from tests.conftest import TEST_KEY, in_memory_client, live_server, make_settings, rows, small_filesystem, without_xmp
 
 
@@ -179,7 +179,7 @@ async def test_a_png_cut_short_is_refused_with_no_file(tmp_path: Path, sim: Simu
 
 async def test_the_pixel_cap_is_a_setting_and_pillows_guard_matches_it(tmp_path: Path, sim: Simulator) -> None:
     settings = make_settings(tmp_path, sim.url, max_image_pixels=512 * 512, max_edit_pixels=600 * 600)
-    before, before_vips = Image.MAX_IMAGE_PIXELS, decode_limit()
+    before = Image.MAX_IMAGE_PIXELS
     try:
         result = await generate(settings, width=768, height=768)
         # The decompression-bomb guard of any other decode: the larger cap (the editing tools' images
@@ -188,7 +188,6 @@ async def test_the_pixel_cap_is_a_setting_and_pillows_guard_matches_it(tmp_path:
         assert decode_limit() == 600 * 600
     finally:
         Image.MAX_IMAGE_PIXELS = before  # process-wide: later tests decode without a server
-        set_decode_limit(before_vips)
     assert "768x768 pixels, over the 262144-pixel limit" in result.content[0].text
     assert files_in(settings.image_dir) == []
 

@@ -28,7 +28,6 @@ from app.storage.blobs import BlobStore, LocalBlobStore
 from app.storage.credentials import ContentCredentials
 from app.storage.database import RecordStore, open_store, redacted
 from app.storage.images import ImageStore
-from app.storage.renditions import set_decode_limit
 from app.storage.rows import Instance
 
 logger = logging.getLogger(__name__)
@@ -91,10 +90,9 @@ async def open_state(settings: Settings, *, link_base: str | None = None) -> Asy
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=max(32, settings.max_concurrency // 4), thread_name_prefix="pixazo-io"))
     # Pillow's decompression-bomb guard at our own largest cap, the editing tools' (it is process-wide;
-    # so is this server). The header check refuses larger images before Pillow ever sees them; this
-    # covers any other path.
+    # so is this server; libvips' renditions read it too). The header check refuses larger images before
+    # either library sees them; this covers any other path.
     Image.MAX_IMAGE_PIXELS = max(settings.max_image_pixels, settings.max_edit_pixels)
-    set_decode_limit(Image.MAX_IMAGE_PIXELS)  # the same for libvips' renditions
     # Decoding is CPU work, and libvips (as Pillow) releases the GIL while it decodes and resizes: one
     # thread per core keeps the cores busy without holding more decoded images than that in memory.
     pool = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="pixazo-image")

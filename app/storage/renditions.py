@@ -22,9 +22,6 @@ THUMB_MAX_SIDE = 512
 THUMB_MAX_BYTES = 40 * 1024  # an inline thumbnail is paid for in the agent's context: it renders well at this
 THUMB_MIME = "image/jpeg"
 DISPLAY_MAX_SIDE = 1024  # the in-chat app's rendition: large enough to look at, small enough to send
-# The most pixels a rendition decodes (as Pillow's decompression-bomb limit, process-wide): downloads
-# and uploads check their header against the same limits first; this holds for any other caller.
-_limit = {"pixels": 89_478_485}
 CHECKER = 16  # the side of a checkerboard square behind transparency, in pixels
 QUALITIES = (80, 70, 60, 50, 40)
 
@@ -35,13 +32,11 @@ pyvips.cache_set_max(0)
 logging.getLogger("pyvips").setLevel(logging.WARNING)
 
 
-def set_decode_limit(pixels: int) -> None:
-    """The server sets it at start-up to its own largest cap (the editing tools')."""
-    _limit["pixels"] = pixels
-
-
 def decode_limit() -> int:
-    return _limit["pixels"]
+    """The most pixels a rendition decodes: Pillow's decompression-bomb limit, one process-wide limit for
+    both libraries, which the server sets at start-up to its own largest cap (the editing tools').
+    Downloads and uploads check their header against the same caps first; this holds for any caller."""
+    return int(Image.MAX_IMAGE_PIXELS or 0) or 1 << 62
 
 
 class RenditionError(ValueError):
@@ -56,8 +51,8 @@ def _open(source: Path | bytes) -> pyvips.Image:
             img = pyvips.Image.new_from_file(str(source), access="sequential", fail_on="error")
     except pyvips.Error as exc:
         raise RenditionError("the file is not a readable image") from exc
-    if img.width * img.height > _limit["pixels"]:
-        raise RenditionError(f"the image has {img.width * img.height} pixels, more than {_limit['pixels']}")
+    if img.width * img.height > (limit := decode_limit()):
+        raise RenditionError(f"the image has {img.width * img.height} pixels, more than {limit}")
     return img
 
 
