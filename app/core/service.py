@@ -215,28 +215,23 @@ class GenerationService:
 
     async def admit(self, request: GenerationRequest, caller: str | None) -> tuple[Generation, str | None]:
         """The call's row, PENDING; or, when a limit or the budget refuses it, the finished row and why."""
-        meta = CallMeta(request.model, request.operation, request.parent_id,
-                        self.prices.price(request.endpoint, request.values), style=request.style)
-        started = time.monotonic()
-        pending, refusal = await self.limits.record(request.prompt, request.recorded_parameters(), caller, meta)
-        self.metrics.stage("admit", time.monotonic() - started)
-        if refusal is not None:
-            self._observe(pending)  # already finished RATE_LIMITED or BUDGET_EXCEEDED: nothing was sent
-            return pending, refusal.message
-        return pending, None
+        made, refusal = await self.admit_batch([request], caller)
+        return made[0], refusal
 
     async def admit_batch(self, requests: list[GenerationRequest], caller: str | None,
-                          batch_id: str) -> tuple[list[Generation], str | None]:
-        """Variations of one call (the same model and price, each its own seed): a row per request sharing
-        `batch_id`, all PENDING, or all finished refused (nothing sent) with why."""
+                          batch_id: str | None = None) -> tuple[list[Generation], str | None]:
+        """A row per request (variations of one call: the same model and price, each its own seed, sharing
+        `batch_id`), all PENDING, or all finished refused (nothing sent) with why."""
         first = requests[0]
         meta = CallMeta(first.model, first.operation, first.parent_id,
                         self.prices.price(first.endpoint, first.values), style=first.style, batch_id=batch_id)
+        started = time.monotonic()
         made, refusal = await self.limits.record_batch(
             first.prompt, [request.recorded_parameters() for request in requests], caller, meta)
+        self.metrics.stage("admit", time.monotonic() - started)
         if refusal is not None:
             for gen in made:
-                self._observe(gen)
+                self._observe(gen)  # already finished RATE_LIMITED or BUDGET_EXCEEDED: nothing was sent
             return made, refusal.message
         return made, None
 
